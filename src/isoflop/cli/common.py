@@ -1,0 +1,58 @@
+"""Shared CLI plumbing: a config from a recipe name or a file plus `--set` overrides; JSON output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from isoflop.config import ConfigError, apply_overrides, load_file
+from isoflop.train.spec import ExperimentConfig
+
+
+def add_config_args(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    parser.add_argument("target", nargs=None if required else "?", metavar="RECIPE|FILE",
+                        help="a recipe name (tiny, small, gpt2-124m) or a .toml/.yaml/.json config file; a file "
+                             "may name a recipe to start from with `base = \"tiny\"`")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set model.d_model=192 (repeatable)")
+
+
+def load_experiment(target: str, overrides: list[str]) -> ExperimentConfig:
+    from isoflop.recipes import get_recipe
+
+    path = Path(target)
+    if path.suffix in (".toml", ".yaml", ".yml", ".json") or path.is_file():
+        data = load_file(path)
+        base = data.pop("base", None)
+        if base is not None:
+            data = _deep_merge(get_recipe(str(base)).to_dict(), data)
+    else:
+        data = get_recipe(target).to_dict()
+    data = apply_overrides(data, overrides, ExperimentConfig)
+    return ExperimentConfig.from_dict(data)
+
+
+def print_json(obj: Any) -> None:
+    """Exactly one JSON object on stdout."""
+    sys.stdout.write(json.dumps(obj, indent=1, default=float) + "\n")
+    sys.stdout.flush()
+
+
+def require_run_dir(path: str) -> Path:
+    run = Path(path)
+    if not (run / "config.json").is_file():
+        raise ConfigError(path, "not a run directory (no config.json)")
+    return run
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and "kind" not in value:
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out

@@ -1,0 +1,87 @@
+"""`isoflop eval` and `isoflop sample`: read a finished (or checkpointed) run directory."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from isoflop.cli.common import print_json, require_run_dir
+from isoflop.config import ConfigError
+
+
+def add_eval_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", metavar="RUN_DIR")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--batches", type=int, default=None, help="validation batches (default: the run's eval.batches)")
+    parser.add_argument("--step", type=int, default=None, help="evaluate this checkpoint (default: the newest)")
+    parser.add_argument("--device", default="cpu")
+
+
+def eval_run(args: argparse.Namespace) -> int:
+    import torch
+
+    from isoflop.data.loader import val_batches
+    from isoflop.data.shards import prepare
+    from isoflop.train.artifacts import checkpoint_path, load_config, load_model, load_tokenizer, token_bytes
+    from isoflop.train.evaluate import evaluate
+
+    run = require_run_dir(args.run)
+    cfg = load_config(run)
+    step = int(checkpoint_path(run, args.step).name.split("_")[1])
+    model = load_model(run, device=args.device, step=step)
+    tokenizer = load_tokenizer(run)
+    data = prepare(cfg.data)
+    n_batches = args.batches or cfg.eval.batches
+    if n_batches < 1:
+        raise ConfigError("--batches", f"must be positive, got {n_batches}")
+    micro = cfg.train.micro_batch_size or cfg.train.batch_size
+    batches = val_batches(data.tokens("val"), cfg.data.seq_len, micro, n_batches)
+    result = evaluate(model, batches, token_bytes(tokenizer, cfg.model_config.vocab_size),
+                      device=torch.device(args.device), precision="fp32")
+    result = {"run": str(run), "step": step, **result}
+    if args.json:
+        print_json(result)
+    else:
+        print(f"{run} step {step}: val loss {result['val_loss']:.4f}, {result['val_bpb']:.4f} bits/byte "
+              f"over {result['val_tokens']:,} tokens")
+    return 0
+
+
+def add_sample_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", metavar="RUN_DIR")
+    parser.add_argument("--prompt", required=True, help="text to continue")
+    parser.add_argument("--max-new-tokens", type=int, default=100)
+    parser.add_argument("--temperature", type=float, default=0.8, help="0 picks the most likely token")
+    parser.add_argument("--top-k", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-cache", action="store_true", help="recompute the whole sequence every token")
+    parser.add_argument("--device", default="cpu")
+
+
+def sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from isoflop.nn.generate import generate
+    from isoflop.train.artifacts import load_model, load_tokenizer
+
+    run = require_run_dir(args.run)
+    if args.max_new_tokens < 0:
+        raise ConfigError("--max-new-tokens", f"must be non-negative, got {args.max_new_tokens}")
+    if args.temperature < 0:
+        raise ConfigError("--temperature", f"must be non-negative, got {args.temperature}")
+    if args.top_k is not None and args.top_k < 1:
+        raise ConfigError("--top-k", f"must be positive, got {args.top_k}")
+    model = load_model(run, device=args.device)
+    tokenizer = load_tokenizer(run)
+    prompt = tokenizer.encode(args.prompt.encode("utf-8"))
+    if len(prompt) == 0:
+        prompt = [tokenizer.eot_id]  # an empty prompt starts a new document
+    prompt_BT = torch.as_tensor(prompt, dtype=torch.long, device=args.device).view(1, -1)
+    generator = torch.Generator(device=args.device).manual_seed(args.seed)
+    out_BT = generate(model, prompt_BT, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                      generator=generator, use_cache=not args.no_cache, vocab_limit=tokenizer.vocab_size)
+    # For reading: bytes that are not UTF-8 (a byte-level model can emit them) show as U+FFFD.
+    text = tokenizer.decode(out_BT[0].tolist()).decode("utf-8", errors="replace")
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,77 @@
+"""`isoflop train` and `isoflop info`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from isoflop.cli.common import add_config_args, load_experiment, print_json
+from isoflop.config import ConfigError
+
+
+def add_train_args(parser: argparse.ArgumentParser) -> None:
+    add_config_args(parser, required=False)
+    parser.add_argument("--out", required=True, metavar="DIR", help="run directory to create (or resume)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in DIR from its newest checkpoint")
+    parser.add_argument("--dry-run", action="store_true", help="print the resolved plan and exit")
+
+
+def train(args: argparse.Namespace) -> int:
+    from isoflop.train.loop import NonFiniteLoss
+    from isoflop.train.plan import describe, resolve_plan
+    from isoflop.train.run import run_training
+
+    if args.target is None:
+        if not args.resume:
+            raise ConfigError("RECIPE|FILE", "name a recipe or config file (or pass --resume with --out DIR)")
+        args.target = f"{args.out}/config.json"
+    cfg = load_experiment(args.target, args.overrides)
+    if args.dry_run:
+        import os
+
+        plan = resolve_plan(cfg, int(os.environ.get("WORLD_SIZE", "1")))
+        print(describe(plan))
+        return 0
+    try:
+        record = run_training(cfg, args.out, resume=args.resume)
+    except NonFiniteLoss as e:
+        print(f"isoflop train: {e}", file=sys.stderr)
+        return 1
+    print(f"val loss {record['val_loss']:.4f} | {record['val_bpb']:.4f} bits/byte | "
+          f"{record['steps']} steps, {record['D_tokens']:,} tokens in {record['wall_time_s']:.0f} s -> {args.out}")
+    return 0
+
+
+def add_info_args(parser: argparse.ArgumentParser) -> None:
+    add_config_args(parser)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--world-size", type=int, default=1, help="plan for this many data-parallel ranks")
+
+
+def info(args: argparse.Namespace) -> int:
+    from isoflop.nn.counting import flops_per_token, param_groups
+    from isoflop.train.plan import describe, resolve_plan
+
+    cfg = load_experiment(args.target, args.overrides)
+    if args.world_size < 1:
+        raise ConfigError("--world-size", f"must be at least 1, got {args.world_size}")
+    plan = resolve_plan(cfg, args.world_size)
+    model = cfg.model_config
+    out = {
+        "params": param_groups(model).to_dict(),
+        "flops_per_token": flops_per_token(model, cfg.data.seq_len).to_dict(),
+        "plan": plan.to_dict(),
+        "config": cfg.to_dict(),
+    }
+    if args.json:
+        print_json(out)
+        return 0
+    p = out["params"]
+    width = max(len(k) for k in p)
+    print("parameters")
+    for key, value in p.items():
+        print(f"  {key:<{width}}  {value:>14,}")
+    f = out["flops_per_token"]
+    print(f"FLOPs per token at seq_len {f['seq_len']}: forward {f['forward']:,}, training {f['training']:,}")
+    print(describe(plan))
+    return 0

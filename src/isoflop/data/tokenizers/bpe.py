@@ -1,0 +1,222 @@
+"""Byte-level BPE (GPT-2 style) trained with the Hugging Face `tokenizers` library, lossless on any bytes.
+
+Why an escape: `tokenizers` takes `str`, and a Rust string cannot hold the lone surrogates that Python's
+"surrogateescape" makes of invalid UTF-8, so arbitrary bytes need a reversible mapping onto valid text:
+
+    encode:  bytes --utf-8 "surrogateescape"--> str (invalid byte b -> U+DC00+b, b in 0x80..0xFF)
+                   --escape--> str where U+DC00+b -> U+F700+b (Private Use block U+F780..U+F7FF),
+                   and a *genuine* input char in U+F780..U+F7FF -> the escapes of its 3 UTF-8 bytes,
+                   so every char of that block in escaped text is an escape and decoding is unambiguous.
+    decode:  str --U+F700+b -> U+DC00+b--> .encode("utf-8", "surrogateescape") -> the original bytes.
+
+The 128 escape chars are registered as (non-special) added tokens, which the library cuts out of the text
+before BPE runs: an escape is always a token of its own, standing for exactly 1 input byte. They are also
+cut out of the training text, so no learned token holds part of an escape's 3 UTF-8 bytes (EF 9E/9F xx
+only ever occurs inside an escape in escaped text). Hence `token_byte_lengths()[i] == len(decode([i]))`
+and the lengths of `encode(x)` sum to len(x) for every x. A non-canonical id sequence (base-byte tokens
+spelling an escape's bytes) still decodes without error, to the escaped byte.
+
+"<|endoftext|>" is the trainer's special token (id 0) for compatibility with other tools, but
+`encode_special_tokens` is set so that the literal text "<|endoftext|>" in a document is ordinary text:
+`encode` never emits the end-of-text id.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from isoflop.config import ConfigError
+from isoflop.data.tokenizers.base import BaseTokenizer, as_ids
+
+EOT = "<|endoftext|>"
+TOKENIZER_FILE = "tokenizer.json"
+_ESC = 0xF700  # byte b (0x80..0xFF) <-> escape char U+F700+b, i.e. U+F780..U+F7FF
+_SURROGATE = 0xDC00  # Python's surrogateescape writes byte b as U+DC00+b
+N_ESCAPES = 128
+_ESCAPE_RUNS = re.compile("[\uf780-\uf7ff]+")
+_SAFE_CUT = re.compile(rb"[!-~][ \n][!-~]")  # see BPETokenizer.pieces
+# Every char of U+F780..U+F7FF is encoded EF 9E xx or EF 9F xx: a byte search finds them far faster
+# than a str.translate pass, which only text that needs it pays for.
+_ESCAPE_LEADS = (b"\xef\x9e", b"\xef\x9f")
+
+
+@cache
+def _escape_table() -> dict[int, str]:
+    table: dict[int, str] = {}
+    for b in range(0x80, 0x100):
+        table[_SURROGATE + b] = chr(_ESC + b)
+        genuine = chr(_ESC + b)
+        table[_ESC + b] = "".join(chr(_ESC + x) for x in genuine.encode("utf-8"))
+    return table
+
+
+@cache
+def _unescape_table() -> dict[int, int]:
+    return {_ESC + b: _SURROGATE + b for b in range(0x80, 0x100)}
+
+
+def escape(data: bytes) -> str:
+    """Arbitrary bytes as a valid string for `tokenizers` (see the module docstring)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("utf-8", "surrogateescape").translate(_escape_table())
+    if any(lead in data for lead in _ESCAPE_LEADS):
+        return text.translate(_escape_table())
+    return text
+
+
+def unescape(utf8: bytes) -> bytes:
+    """The original bytes from the UTF-8 bytes of escaped text; total on any input (never raises)."""
+    if not any(lead in utf8 for lead in _ESCAPE_LEADS):
+        return utf8  # no escapes: decoding and re-encoding with surrogateescape is the identity
+    text = utf8.decode("utf-8", "surrogateescape").translate(_unescape_table())
+    return text.encode("utf-8", "surrogateescape")
+
+
+@cache
+def _byte_level_decoder() -> dict[str, int]:
+    """GPT-2's bytes_to_unicode, inverted: the printable char ByteLevel uses for each byte -> the byte."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return {c: b for b, c in chars.items()}
+
+
+class BPETokenizer(BaseTokenizer):
+    """A trained byte-level BPE; wraps a `tokenizers.Tokenizer`."""
+
+    kind = "bpe"
+
+    def __init__(self, tok: Any, *, raw_json: bytes | None = None):
+        self._tok = tok
+        # Literal "<|endoftext|>" in a document is text, not the separator (escapes are non-special and
+        # still cut out). Not stored in tokenizer.json, so it is set on every construction.
+        tok.encode_special_tokens = True
+        self._raw_json = raw_json if raw_json is not None else tok.to_str().encode()
+        eot = tok.token_to_id(EOT)
+        if eot is None:
+            raise ValueError(f"BPE tokenizer has no {EOT!r} token")
+        self.eot_id = int(eot)
+        self.vocab_size = int(tok.get_vocab_size(with_added_tokens=True))
+        self._table = self._token_bytes()
+
+    @classmethod
+    def train(cls, docs: Iterable[bytes], *, vocab_size: int, train_bytes: int) -> BPETokenizer:
+        """Learn merges from the first `train_bytes` bytes of `docs` (the last document cut to fit)."""
+        from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size - N_ESCAPES,  # the escapes are added after training, within vocab_size
+            special_tokens=[EOT],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        tok.train_from_iterator(_training_texts(docs, train_bytes), trainer=trainer)
+        tok.add_tokens([AddedToken(chr(_ESC + b), special=False, normalized=False)
+                        for b in range(0x80, 0x100)])
+        return cls(tok)
+
+    def _token_bytes(self) -> list[bytes]:
+        """For each id, the UTF-8 bytes of the escaped text it stands for (b"" for end-of-text)."""
+        byte_of = _byte_level_decoder()
+        added = {i: t.content for i, t in self._tok.get_added_tokens_decoder().items()}
+        vocab = self._tok.get_vocab(with_added_tokens=True)
+        table: list[bytes | None] = [None] * self.vocab_size
+        for piece, i in vocab.items():
+            if i == self.eot_id:
+                table[i] = b""
+            elif i in added:
+                table[i] = added[i].encode("utf-8")
+            else:
+                table[i] = bytes(byte_of[c] for c in piece)
+        missing = [i for i, t in enumerate(table) if t is None]
+        if missing:
+            raise ValueError(f"BPE vocabulary has holes, e.g. id {missing[0]}")
+        escapes = [self._tok.token_to_id(chr(_ESC + b)) for b in range(0x80, 0x100)]
+        if any(e is None or e not in added for e in escapes):
+            raise ValueError("BPE tokenizer lacks the 128 escape tokens of isoflop's lossless scheme")
+        return table  # type: ignore[return-value]
+
+    def encode(self, data: bytes) -> np.ndarray:
+        return np.asarray(self._tok.encode(escape(data), add_special_tokens=False).ids, dtype=np.int64)
+
+    def encode_batch(self, docs: Sequence[bytes]) -> list[np.ndarray]:
+        # encode_batch_fast skips the offsets we do not use; the library spreads a batch over its threads.
+        encodings = self._tok.encode_batch_fast([escape(d) for d in docs], add_special_tokens=False)
+        return [np.asarray(e.ids, dtype=np.int64) for e in encodings]
+
+    def pieces(self, data: bytes, size: int) -> Iterator[bytes]:
+        """Cuts where GPT-2's pre-tokenizer regex is sure to split: between an ASCII non-space char and a
+        single space or newline followed by another ASCII non-space char (the whitespace then starts the
+        next pre-token, whatever follows). No BPE merge spans a pre-token, and the added-token (escape)
+        split only happens at escape chars, so the pieces' encodings concatenate to the whole's. Text
+        without such a spot (say, long runs of CJK) is cut at the next one found, however far."""
+        start = 0
+        while len(data) - start > size:
+            found = _SAFE_CUT.search(data, start + max(size, 1) - 1)
+            if found is None:
+                break
+            cut = found.start() + 1
+            yield data[start:cut]
+            start = cut
+        yield data[start:]
+
+    def decode(self, ids: Sequence[int] | np.ndarray) -> bytes:
+        arr = as_ids(ids)
+        if arr.size and (arr.min() < 0 or arr.max() >= self.vocab_size):
+            raise ValueError(f"token ids must be in 0..{self.vocab_size - 1}, got {int(arr.min())}..{int(arr.max())}")
+        table = self._table
+        return unescape(b"".join([table[i] for i in arr.tolist()]))
+
+    def token_byte_lengths(self) -> np.ndarray:
+        return np.array([len(unescape(t)) for t in self._table], dtype=np.int64)
+
+    def files(self) -> dict[str, bytes]:
+        return {TOKENIZER_FILE: self._raw_json}
+
+    @classmethod
+    def from_files(cls, directory: Path, meta: dict[str, Any]) -> BPETokenizer:
+        from tokenizers import Tokenizer
+
+        path = directory / TOKENIZER_FILE
+        try:
+            raw = path.read_bytes()
+            tok = Tokenizer.from_str(raw.decode("utf-8"))
+            out = cls(tok, raw_json=raw)  # keep the bytes read so fingerprint() matches the saved files
+        except Exception as e:  # OSError, bad UTF-8, or the library's own parse error
+            raise ConfigError(str(path), f"cannot load BPE tokenizer: {e}") from None
+        if meta.get("vocab_size") != out.vocab_size or meta.get("eot_id") != out.eot_id:
+            raise ConfigError(str(directory), f"{TOKENIZER_FILE} does not match its meta {meta}")
+        return out
+
+
+def _training_texts(docs: Iterable[bytes], budget: int) -> Iterator[str]:
+    """Escaped training text, at most `budget` input bytes, cut at escapes so no merge spans one."""
+    if budget <= 0:
+        return
+    for doc in docs:
+        doc = doc[:budget]
+        budget -= len(doc)
+        for piece in _ESCAPE_RUNS.split(escape(doc)):
+            if piece:
+                yield piece
+        if budget <= 0:
+            return  # before pulling another document from a lazy corpus
+
+
+__all__ = ["BPETokenizer", "EOT", "escape", "unescape"]

@@ -1,0 +1,95 @@
+"""Parameter groups and FLOPs per token, from the config alone (pure Python: no torch, no model).
+
+Parameter groups
+    embedding      the token embedding (V*D) plus the output head when untied (V*D): every vocab-sized matrix
+    non_embedding  everything else: attention, FFN, norms (Kaplan et al. 2020's N)
+    total          embedding + non_embedding (Hoffmann et al. 2022's N)
+    active         parameters a token passes through (equal to total for a dense model; MoE counts only the
+                   experts a token is routed to)
+
+FLOPs convention (PaLM, Chowdhery et al. 2022, App. B; Kaplan et al. 2020, Table 1)
+    A matmul of an (m, k) by a (k, n) matrix costs 2*m*k*n FLOPs; the backward pass costs twice the forward.
+    Per token, forward:
+        matmuls   2 * (matmul parameters): q, k, v, o, FFN projections and the output head; not the embedding
+                  lookup (a gather) nor norms (elementwise)
+        attention 2 * 2 * n_layers * seq_len * n_heads * head_dim: scores (Q K^T) and the weighted sum (A V)
+                  over the full T x T square, as the kernels compute and torch.utils.flop_counter counts them;
+                  causal masking makes half of it useless work but not free.
+    Training (forward + backward) = 3 * forward, i.e. 6*N_matmul + 12*L*T*D_attn per token.
+    Elementwise work (norms, activations, softmax, RoPE) is ignored: under 1 % at these shapes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from isoflop.nn.config import ModelConfig
+
+
+@dataclass(frozen=True)
+class ParamGroups:
+    total: int
+    embedding: int
+    non_embedding: int
+    active: int
+    attention: int
+    ffn: int
+    norms: int
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class FlopsPerToken:
+    forward: int
+    """Forward FLOPs per token at the given sequence length."""
+    training: int
+    """Forward + backward FLOPs per token (3 * forward)."""
+    matmul_params: int
+    """Parameters used in matmuls by one token (the 'N' of 6N)."""
+    attention_forward: int
+    """The sequence-length-dependent part of `forward`."""
+    seq_len: int
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def attention_params(cfg: ModelConfig) -> int:
+    """q and o are D x D; k and v are D x (K*H) for K key/value heads."""
+    return 2 * cfg.d_model * cfg.d_model + 2 * cfg.d_model * cfg.kv_heads * cfg.head_dim
+
+
+def ffn_params(cfg: ModelConfig) -> tuple[int, int]:
+    """(total, active) parameters of one block's FFN slot."""
+    if cfg.ffn.kind == "dense":
+        n = 3 * cfg.d_model * cfg.ffn_hidden_size
+        return n, n
+    raise NotImplementedError(f"counting has no rule for ffn kind {cfg.ffn.kind!r}")
+
+
+def param_groups(cfg: ModelConfig) -> ParamGroups:
+    vocab_matrix = cfg.vocab_size * cfg.d_model
+    embedding = vocab_matrix if cfg.tie_embeddings else 2 * vocab_matrix
+    attention = cfg.n_layers * attention_params(cfg)
+    ffn_total, ffn_active = ffn_params(cfg)
+    norms = (2 * cfg.n_layers + 1) * cfg.d_model
+    non_embedding = attention + cfg.n_layers * ffn_total + norms
+    total = embedding + non_embedding
+    active = total - cfg.n_layers * (ffn_total - ffn_active)
+    return ParamGroups(total=total, embedding=embedding, non_embedding=non_embedding, active=active,
+                       attention=attention, ffn=cfg.n_layers * ffn_total, norms=norms)
+
+
+def flops_per_token(cfg: ModelConfig, seq_len: int) -> FlopsPerToken:
+    """FLOPs one token costs at context length `seq_len`, by the convention in the module docstring."""
+    _, ffn_active = ffn_params(cfg)
+    head = cfg.vocab_size * cfg.d_model
+    matmul_params = cfg.n_layers * (attention_params(cfg) + ffn_active) + head
+    attention_forward = 4 * cfg.n_layers * seq_len * cfg.n_heads * cfg.head_dim
+    forward = 2 * matmul_params + attention_forward
+    return FlopsPerToken(forward=forward, training=3 * forward, matmul_params=matmul_params,
+                         attention_forward=attention_forward, seq_len=seq_len)

@@ -1,0 +1,34 @@
+"""Applies rotary embeddings: cos/sin tables from a RopeConfig, rotate-half layout (Hugging Face's)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from isoflop.nn.rope import RopeConfig
+
+
+class Rotary(nn.Module):
+    """Holds inv_freq and returns (cos, sin) for a range of positions, computed in float32."""
+
+    def __init__(self, rope: RopeConfig, head_dim: int):
+        super().__init__()
+        self.attention_factor = rope.attention_factor()
+        inv_freq = torch.tensor(rope.inv_freq(head_dim), dtype=torch.float32)
+        # Not persistent: derived from the config, so it is never stale in a checkpoint.
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, start: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin of shape (length, head_dim) for positions start .. start + length - 1."""
+        positions = torch.arange(start, start + length, device=self.inv_freq.device, dtype=torch.float32)
+        freqs_TH = torch.outer(positions, self.inv_freq)  # H = head_dim / 2
+        angles_TD = torch.cat((freqs_TH, freqs_TH), dim=-1)
+        return angles_TD.cos() * self.attention_factor, angles_TD.sin() * self.attention_factor
+
+
+def apply_rotary(x_BNTD: torch.Tensor, cos_TD: torch.Tensor, sin_TD: torch.Tensor) -> torch.Tensor:
+    """Rotate each (x[i], x[i + D/2]) pair by its angle; computed in float32, returned in x's dtype."""
+    x = x_BNTD.float()
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return (x * cos_TD + rotated * sin_TD).to(x_BNTD.dtype)

@@ -1,0 +1,122 @@
+"""Learning-rate schedules: a multiplier of the peak lr for each optimizer step s = 0 .. total - 1.
+
+Every kind warms up linearly over `warmup` (a fraction of the run's steps): step s < W gets (s + 1) / W.
+`floor` is the final multiplier (the minimum lr as a fraction of the peak).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from isoflop.config import Variant, config, require
+
+
+@config
+class ScheduleConfig(Variant, family=True):
+    default_kind = "cosine"
+    warmup: float = 0.0
+    """Fraction of the run's steps spent warming up linearly from 0 to the peak."""
+
+    def __post_init__(self) -> None:
+        require(0 <= self.warmup < 1, "warmup", f"must be a fraction in [0, 1), got {self.warmup}")
+
+    def warmup_steps(self, total_steps: int) -> int:
+        return round(self.warmup * total_steps)
+
+    def multiplier(self, step: int, total_steps: int) -> float:
+        warm = self.warmup_steps(total_steps)
+        if step < warm:
+            return (step + 1) / warm
+        return self.after_warmup(step - warm, total_steps - warm)
+
+    def after_warmup(self, step: int, steps: int) -> float:
+        """Multiplier at `step` of the `steps` that follow warmup."""
+        raise NotImplementedError
+
+
+def _check_floor(floor: float) -> None:
+    require(0 <= floor <= 1, "floor", f"must be in [0, 1], got {floor}")
+
+
+@config
+class ConstantSchedule(ScheduleConfig):
+    kind = "constant"
+
+    def after_warmup(self, step: int, steps: int) -> float:
+        return 1.0
+
+
+@config
+class LinearSchedule(ScheduleConfig):
+    """Linear decay from the peak to `floor` at the last step."""
+
+    kind = "linear"
+    floor: float = 0.0
+    """Final multiplier."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_floor(self.floor)
+
+    def after_warmup(self, step: int, steps: int) -> float:
+        progress = step / max(steps - 1, 1)
+        return 1.0 - (1.0 - self.floor) * progress
+
+
+@config
+class CosineSchedule(ScheduleConfig):
+    """Half-cosine from the peak to `floor` (Loshchilov & Hutter 2017), planned over `stretch` times the run.
+
+    stretch > 1 plans the cosine for more steps than are run, so it ends above the floor: the setting whose
+    cost Hoffmann et al. 2022 (App. B, Fig. A1) measured ("a cosine cycle longer than the run hurts").
+    """
+
+    kind = "cosine"
+    floor: float = 0.1
+    """Multiplier the cosine decays to (Chinchilla: 0.1, i.e. 10x below the peak)."""
+    stretch: float = 1.0
+    """Cosine length as a multiple of the post-warmup steps actually run (>= 1)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_floor(self.floor)
+        require(self.stretch >= 1, "stretch", f"must be at least 1, got {self.stretch}")
+
+    def after_warmup(self, step: int, steps: int) -> float:
+        planned = max(self.stretch * (steps - 1), 1.0)
+        progress = min(step / planned, 1.0)
+        return self.floor + (1.0 - self.floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@config
+class WSDSchedule(ScheduleConfig):
+    """Warmup-stable-decay (Hu et al. 2024, MiniCPM): the peak until the last `decay` fraction of the run,
+    then a decay to `floor`."""
+
+    kind = "wsd"
+    decay: float = 0.2
+    """Fraction of the run's steps spent decaying at the end."""
+    floor: float = 0.0
+    """Final multiplier."""
+    shape: Literal["linear", "sqrt", "cosine"] = "linear"
+    """Decay curve: linear, 1 - sqrt (Hägele et al. 2024), or half-cosine."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_floor(self.floor)
+        require(0 < self.decay <= 1, "decay", f"must be a fraction in (0, 1], got {self.decay}")
+        require(self.warmup + self.decay <= 1, "decay", "warmup + decay exceed the whole run")
+
+    def multiplier(self, step: int, total_steps: int) -> float:
+        warm = self.warmup_steps(total_steps)
+        decay_steps = max(round(self.decay * total_steps), 1)
+        decay_start = total_steps - decay_steps
+        if step < warm:
+            return (step + 1) / warm
+        if step < decay_start:
+            return 1.0
+        progress = (step - decay_start + 1) / decay_steps
+        shaped = {"linear": progress, "sqrt": math.sqrt(progress),
+                  "cosine": 0.5 * (1 - math.cos(math.pi * progress))}[self.shape]
+        return 1.0 - (1.0 - self.floor) * shaped

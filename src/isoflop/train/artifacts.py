@@ -1,0 +1,59 @@
+"""Read back what a run directory holds: its config, its model, its tokenizer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from isoflop.config import ConfigError
+from isoflop.nn.model import TransformerLM
+from isoflop.train import checkpoint
+from isoflop.train.spec import ExperimentConfig
+
+
+def load_config(run_dir: str | Path) -> ExperimentConfig:
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise ConfigError(str(run_dir), "not a run directory (no config.json)")
+    return ExperimentConfig.from_dict(json.loads(path.read_text()))
+
+
+def checkpoint_path(run_dir: str | Path, step: int | None = None) -> Path:
+    if step is None:
+        path = checkpoint.latest(run_dir)
+        if path is None:
+            raise ConfigError(str(run_dir), "holds no checkpoint yet")
+        return path
+    path = Path(run_dir) / "checkpoints" / checkpoint.step_dir_name(step)
+    if not path.is_dir():
+        raise ConfigError(str(run_dir), f"has no checkpoint at step {step} (has {checkpoint.list_steps(run_dir)})")
+    return path
+
+
+def load_model(run_dir: str | Path, *, device: str = "cpu", step: int | None = None) -> TransformerLM:
+    """The run's model with its newest (or `step`) weights, in eval mode on `device`."""
+    cfg = load_config(run_dir)
+    model_state, _, _ = checkpoint.load(checkpoint_path(run_dir, step), with_optimizer=False)
+    model = cfg.model_config.build()
+    model.load_state_dict(model_state, strict=True)
+    return model.to(device).eval()
+
+
+def load_tokenizer(run_dir: str | Path) -> Any:
+    from isoflop.data.tokenizers.base import load_tokenizer as _load
+
+    path = Path(run_dir) / "tokenizer"
+    if not path.is_dir():
+        raise ConfigError(str(run_dir), "holds no tokenizer/ (not a finished run directory?)")
+    return _load(path)
+
+
+def token_bytes(tokenizer: Any, vocab_size: int) -> torch.Tensor:
+    """Bytes each model vocabulary row stands for (0 for padding rows past the tokenizer's vocabulary)."""
+    out = torch.zeros(vocab_size, dtype=torch.long)
+    lengths = torch.as_tensor(tokenizer.token_byte_lengths(), dtype=torch.long)
+    out[: lengths.numel()] = lengths
+    return out

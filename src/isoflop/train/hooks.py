@@ -1,0 +1,94 @@
+"""What a run reports: metrics.jsonl records, a live console line, optional TensorBoard."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+
+class MetricsFile:
+    """Appends one JSON object per record to DIR/metrics.jsonl (flushed, so a kill loses at most one line)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def truncate_after(self, step: int) -> None:
+        """On resume: drop records past the checkpoint's step (the killed run may have logged beyond it)."""
+        if not self.path.exists():
+            return
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by the kill
+                continue
+            if record.get("step", 0) <= step:
+                kept.append(line)
+        self.path.write_text("".join(k + "\n" for k in kept))
+
+    def write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+class ConsoleProgress:
+    """step, loss, tokens/s and ETA on one line: rewritten in place on a terminal, one line per log otherwise."""
+
+    def __init__(self, total_steps: int, stream: TextIO | None = None):
+        self.total = total_steps
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty()
+        self.start = time.perf_counter()
+        self.start_step: int | None = None
+
+    def step(self, record: dict[str, Any]) -> None:
+        step = record["step"]
+        if self.start_step is None:
+            self.start_step, self.start = step - 1, time.perf_counter() - record.get("step_time_s", 0.0)
+        done = step - self.start_step
+        rate = done / max(time.perf_counter() - self.start, 1e-9)
+        eta = (self.total - step) / rate if rate > 0 else 0.0
+        line = (f"step {step:>{len(str(self.total))}}/{self.total} | loss {record['loss']:.4f} | "
+                f"lr {record['lr']:.2e} | {record['tokens_per_s'] / 1e3:7.1f}k tok/s | ETA {_clock(eta)}")
+        self._emit(line)
+
+    def message(self, text: str) -> None:
+        if self.live:
+            self.stream.write("\r\033[K")
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def _emit(self, line: str) -> None:
+        self.stream.write(("\r\033[K" + line) if self.live else line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.live:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+class TensorBoard:
+    def __init__(self, log_dir: Path):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as e:
+            raise ImportError("log.tensorboard needs tensorboard: pip install 'isoflop[tb]'") from e
+        self.writer = SummaryWriter(str(log_dir))
+
+    def write(self, record: dict[str, Any]) -> None:
+        for key, value in record.items():
+            if key != "step" and isinstance(value, (int, float)):
+                self.writer.add_scalar(key, value, record["step"])
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
+        else f"{seconds // 60}:{seconds % 60:02d}"

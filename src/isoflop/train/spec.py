@@ -1,0 +1,137 @@
+"""ExperimentConfig: everything a run needs = model + data + train (horizon) + optim + schedule + eval +
+checkpoint + log. Its dict form is what `config.json` holds and `--set` edits."""
+
+from __future__ import annotations
+
+from dataclasses import field, replace
+from typing import Literal
+
+from isoflop.config import Config, config, require
+from isoflop.data.config import DataConfig
+from isoflop.nn.config import ModelConfig
+from isoflop.optim.config import AdamWConfig, OptimConfig
+from isoflop.optim.schedules import CosineSchedule, ScheduleConfig
+
+#: Vocabulary rows are padded to a multiple of this when model.vocab_size is left to the tokenizer
+#: (matmul-friendly shapes; nanoGPT pads GPT-2's 50257 to 50304 for the same reason).
+VOCAB_MULTIPLE = 64
+
+
+@config
+class HorizonConfig(Config):
+    """How long to train: exactly one of the four."""
+
+    steps: int | None = None
+    """Optimizer steps."""
+    tokens: int | None = None
+    """Training tokens (rounded up to whole steps)."""
+    flops: float | None = None
+    """Training FLOPs by isoflop's counting convention (rounded up to whole steps)."""
+    tokens_per_param: float | None = None
+    """Tokens as a multiple of the model's total parameters (Chinchilla-optimal is about 20)."""
+
+    def __post_init__(self) -> None:
+        given = [k for k in ("steps", "tokens", "flops", "tokens_per_param") if getattr(self, k) is not None]
+        require(len(given) == 1, "", f"set exactly one of steps, tokens, flops, tokens_per_param (got {given or 'none'})")
+        value = getattr(self, given[0])
+        require(value > 0, given[0], f"must be positive, got {value}")
+
+    @property
+    def unit(self) -> str:
+        return next(k for k in ("steps", "tokens", "flops", "tokens_per_param") if getattr(self, k) is not None)
+
+
+@config
+class TrainConfig(Config):
+    horizon: HorizonConfig = field(default_factory=lambda: HorizonConfig(steps=100))
+    """Training length."""
+    batch_size: int = 32
+    """Sequences per optimizer step, over all ranks (the global batch)."""
+    micro_batch_size: int | None = None
+    """Sequences per forward pass on one rank; the rest is gradient accumulation. None: batch_size / ranks."""
+    seed: int = 0
+    """Seeds the initialisation and the data order."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """fp32, or bf16 autocast (weights and optimizer state stay fp32)."""
+    compile: bool = False
+    """torch.compile the model."""
+    grad_clip: float | None = 1.0
+    """Clip the global gradient norm to this; None: no clipping."""
+    parallel: Literal["ddp", "fsdp"] = "ddp"
+    """Data parallelism under torchrun: DDP, or FSDP2 (fully_shard) which also shards weights and state."""
+    device: str = "auto"
+    """'auto' (CUDA when available, else CPU), 'cpu', 'cuda'."""
+
+    def __post_init__(self) -> None:
+        require(self.batch_size > 0, "batch_size", f"must be positive, got {self.batch_size}")
+        require(self.micro_batch_size is None or 0 < self.micro_batch_size <= self.batch_size,
+                "micro_batch_size", f"must be in 1 .. batch_size={self.batch_size}, got {self.micro_batch_size}")
+        require(self.grad_clip is None or self.grad_clip > 0, "grad_clip", f"must be positive, got {self.grad_clip}")
+
+
+@config
+class EvalConfig(Config):
+    every: int = 0
+    """Evaluate on the validation split every this many steps (0: only at the end)."""
+    batches: int = 20
+    """Validation batches per evaluation (of train.micro_batch_size sequences)."""
+
+    def __post_init__(self) -> None:
+        require(self.every >= 0, "every", f"must be non-negative, got {self.every}")
+        require(self.batches > 0, "batches", f"must be positive, got {self.batches}")
+
+
+@config
+class CheckpointConfig(Config):
+    every: int = 0
+    """Save a checkpoint every this many steps (0: only at the end)."""
+    keep: int = 2
+    """Keep the newest this many step checkpoints."""
+
+    def __post_init__(self) -> None:
+        require(self.every >= 0, "every", f"must be non-negative, got {self.every}")
+        require(self.keep >= 1, "keep", f"must be at least 1, got {self.keep}")
+
+
+@config
+class LogConfig(Config):
+    every: int = 10
+    """Write a metrics.jsonl record and a progress line every this many steps."""
+    tensorboard: bool = False
+    """Also write TensorBoard events under DIR/tb (needs `pip install 'isoflop[tb]'`)."""
+
+    def __post_init__(self) -> None:
+        require(self.every > 0, "every", f"must be positive, got {self.every}")
+
+
+@config
+class ExperimentConfig(Config):
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The network."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Corpus, tokenizer, sequence length."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Horizon, batch, precision, parallelism."""
+    optim: OptimConfig = field(default_factory=AdamWConfig)
+    """The optimizer."""
+    schedule: ScheduleConfig = field(default_factory=CosineSchedule)
+    """The learning-rate schedule."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Validation."""
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    """Checkpoints."""
+    log: LogConfig = field(default_factory=LogConfig)
+    """Metrics and console output."""
+
+    def __post_init__(self) -> None:
+        tok_vocab = self.data.tokenizer.vocab_size
+        require(self.model.vocab_size is None or self.model.vocab_size >= tok_vocab, "model.vocab_size",
+                f"{self.model.vocab_size} is smaller than the tokenizer's vocabulary ({tok_vocab})")
+
+    @property
+    def model_config(self) -> ModelConfig:
+        """The model config with vocab_size resolved: as given, or the tokenizer's padded to VOCAB_MULTIPLE."""
+        if self.model.vocab_size is not None:
+            return self.model
+        padded = -(-self.data.tokenizer.vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+        return replace(self.model, vocab_size=padded)

@@ -1,0 +1,73 @@
+"""Counting from the config equals the built model's parameters and torch.utils.flop_counter's FLOPs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from isoflop.nn import attention as attention_module
+from isoflop.nn.config import ModelConfig
+from isoflop.nn.counting import flops_per_token, param_groups
+from isoflop.recipes import RECIPES
+
+SHAPES = [
+    dict(vocab_size=320, d_model=64, n_layers=2, n_heads=4),
+    dict(vocab_size=320, d_model=64, n_layers=3, n_heads=4, n_kv_heads=2, tie_embeddings=True),
+    dict(vocab_size=512, d_model=96, n_layers=2, n_heads=6, n_kv_heads=1, ffn_hidden=200),
+]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_param_groups_equal_built_model(shape):
+    cfg = ModelConfig(**shape)
+    model = cfg.build()
+    groups = param_groups(cfg)
+    assert groups.total == sum(p.numel() for p in model.parameters())
+    embedding = model.embed.weight.numel() + (0 if cfg.tie_embeddings else model.lm_head.weight.numel())
+    assert groups.embedding == embedding
+    assert groups.non_embedding == groups.total - embedding
+    assert groups.active == groups.total
+    assert groups.attention == sum(p.numel() for n, p in model.named_parameters() if ".attention." in n)
+
+
+def test_every_recipe_counts_equal_model():
+    for name, recipe in RECIPES.items():
+        cfg = recipe().model_config
+        if param_groups(cfg).total > 30_000_000:
+            with torch.device("meta"):
+                model = cfg.build()
+        else:
+            model = cfg.build()
+        assert param_groups(cfg).total == sum(p.numel() for p in model.parameters()), name
+
+
+def _naive_sdpa(q, k, v, attn_mask=None, is_causal=False, enable_gqa=False):
+    """The same math as SDPA in plain matmuls, which the flop counter sees (CPU SDPA counts as 0)."""
+    if enable_gqa:
+        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+        v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
+    scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
+    T, S = scores.shape[-2:]
+    if is_causal:
+        attn_mask = torch.ones(T, S, dtype=torch.bool).tril()
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf"))
+    return scores.softmax(-1) @ v
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_training_flops_within_2_percent_of_flop_counter(shape, monkeypatch):
+    torch.manual_seed(0)
+    cfg = ModelConfig(**shape)
+    model = cfg.build()
+    B, T = 2, 64
+    tokens = torch.randint(0, cfg.vocab_size, (B, T + 1))
+    monkeypatch.setattr(attention_module.F, "scaled_dot_product_attention", _naive_sdpa)
+    with FlopCounterMode(display=False) as counter:
+        logits = model(tokens[:, :-1])
+        F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten()).backward()
+    measured = counter.get_total_flops() / (B * T)
+    predicted = flops_per_token(cfg, T).training
+    assert abs(measured - predicted) / measured < 0.02, (measured, predicted)

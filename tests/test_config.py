@@ -1,0 +1,134 @@
+"""The config base: strict from_dict, round trips, overrides with suggestions, file formats, field docs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from isoflop.config import ConfigError, apply_overrides, field_docs, load_file, valid_keys
+from isoflop.nn.config import ModelConfig
+from isoflop.recipes import RECIPES
+from isoflop.train.spec import ExperimentConfig
+
+
+def test_round_trip_every_recipe():
+    for name, recipe in RECIPES.items():
+        cfg = recipe()
+        again = ExperimentConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+        assert again == cfg, name
+
+
+def test_unknown_key_suggests_nearest():
+    data = ExperimentConfig().to_dict()
+    with pytest.raises(ConfigError) as e:
+        apply_overrides(data, ["model.d_modle=64"], ExperimentConfig)
+    assert e.value.key == "model.d_modle" and "model.d_model" in str(e.value)
+
+
+def test_wrong_type_names_the_key():
+    data = apply_overrides(ExperimentConfig().to_dict(), ["model.d_model=wide"], ExperimentConfig)
+    with pytest.raises(ConfigError) as e:
+        ExperimentConfig.from_dict(data)
+    assert e.value.key == "model.d_model" and "integer" in str(e.value)
+
+
+def test_cross_field_check_names_the_key():
+    data = apply_overrides(ExperimentConfig().to_dict(), ["model.n_heads=3"], ExperimentConfig)
+    with pytest.raises(ConfigError) as e:
+        ExperimentConfig.from_dict(data)
+    assert e.value.key == "model.n_heads" and "does not divide" in str(e.value)
+
+
+def test_negative_learning_rate_is_rejected():
+    data = apply_overrides(ExperimentConfig().to_dict(), ["optim.lr=-1e-3"], ExperimentConfig)
+    with pytest.raises(ConfigError) as e:
+        ExperimentConfig.from_dict(data)
+    assert e.value.key == "optim.lr"
+
+
+def test_overrides_parse_types_and_switch_kinds():
+    data = apply_overrides(ExperimentConfig().to_dict(),
+                           ["train.horizon.tokens=1e6", "train.horizon.steps=null", "schedule.kind=wsd",
+                            "schedule.decay=0.3", "model.tie_embeddings=true", "optim.betas=[0.9, 0.99]"],
+                           ExperimentConfig)
+    cfg = ExperimentConfig.from_dict(data)
+    assert cfg.train.horizon.tokens == 1_000_000 and isinstance(cfg.train.horizon.tokens, int)
+    assert cfg.schedule.kind == "wsd" and cfg.schedule.decay == 0.3
+    assert cfg.model.tie_embeddings is True and cfg.optim.betas == (0.9, 0.99)
+
+
+def test_unknown_kind_lists_choices():
+    with pytest.raises(ConfigError) as e:
+        ExperimentConfig.from_dict(apply_overrides(ExperimentConfig().to_dict(), ["schedule.kind=zigzag"],
+                                                   ExperimentConfig))
+    assert "cosine" in str(e.value) and e.value.key.startswith("schedule")
+
+
+def test_exactly_one_horizon():
+    data = apply_overrides(ExperimentConfig().to_dict(), ["train.horizon.tokens=1000"], ExperimentConfig)
+    with pytest.raises(ConfigError) as e:
+        ExperimentConfig.from_dict(data)
+    assert e.value.key == "train.horizon" and "exactly one" in str(e.value)
+
+
+@pytest.mark.parametrize("suffix", [".toml", ".yaml", ".json"])
+def test_load_file_formats(tmp_path, suffix):
+    text = {".toml": "[model]\nd_model = 64\n", ".yaml": "model:\n  d_model: 64\n",
+            ".json": '{"model": {"d_model": 64}}'}[suffix]
+    path = tmp_path / f"c{suffix}"
+    path.write_text(text)
+    assert ExperimentConfig.from_dict(load_file(path)).model.d_model == 64
+
+
+def test_unparsable_file_is_one_line_error(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("model = [unclosed\n")
+    with pytest.raises(ConfigError) as e:
+        load_file(path)
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_every_config_field_has_a_docstring():
+    def walk(cls, seen):
+        if cls in seen:
+            return
+        seen.add(cls)
+        docs = field_docs(cls)
+        for f in dataclasses.fields(cls):
+            assert f.name in docs, f"{cls.__name__}.{f.name} has no docstring"
+            for sub in _config_classes(f.type):
+                walk(sub, seen)
+
+    from isoflop.config import Variant
+    roots = [ExperimentConfig]
+    seen: set = set()
+    for root in roots:
+        walk(root, seen)
+    for cls in list(seen):
+        if issubclass(cls, Variant) and hasattr(cls, "_members"):
+            for member in cls._members.values():
+                walk(member, seen)
+
+
+def _config_classes(tp):
+    import typing
+
+    from isoflop.config import Config
+    hints_args = typing.get_args(tp) or (tp,)
+    return [a for a in hints_args if isinstance(a, type) and issubclass(a, Config)]
+
+
+def test_valid_keys_follow_kind():
+    keys = valid_keys(ExperimentConfig, {"schedule": {"kind": "wsd"}})
+    assert "schedule.decay" in keys and "schedule.stretch" not in keys
+    assert "model.rope.theta" in keys
+
+
+def test_model_vocab_resolves_from_tokenizer():
+    cfg = ExperimentConfig()
+    assert cfg.model.vocab_size is None
+    assert cfg.model_config.vocab_size % 64 == 0 and cfg.model_config.vocab_size >= cfg.data.tokenizer.vocab_size
+    with pytest.raises(ValueError):
+        ModelConfig().build()
