@@ -174,6 +174,10 @@ def test_corpus_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no documents") as err:
         prepare(data_cfg(tmp_path, corpus=str(tmp_path / "empty")))
     assert err.value.key == "data.corpus"
+    (tmp_path / "one.txt").write_bytes(b"x" * 10_000)
+    with pytest.raises(ConfigError, match="single document") as err:
+        prepare(data_cfg(tmp_path, corpus=str(tmp_path / "one.txt")))
+    assert err.value.key == "data.corpus"
     with pytest.raises(ConfigError, match="no documents within data.max_bytes"):
         prepare(data_cfg(tmp_path, max_bytes=5))
     assert not list((tmp_path / "cache" / "shards").glob(".tmp-*"))  # failed builds leave nothing behind
@@ -234,3 +238,11 @@ def test_moving_the_last_document_in_chunks(tmp_path: Path, monkeypatch: pytest.
     assert split_documents(data, "val") == [bytes(range(9, 69))]
     assert split_documents(data, "train") == [bytes(range(i, i + 60)) for i in range(9)]
     assert data.meta["splits"]["val"] == {"n_tokens": 61, "n_bytes": 60, "n_documents": 1}
+
+
+def test_unwritable_cache_dir_is_a_config_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder should be")
+    with pytest.raises(ConfigError) as err:
+        prepare(data_cfg(tmp_path, cache_dir=str(blocker)))
+    assert err.value.key == "data.cache_dir"

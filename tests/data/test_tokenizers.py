@@ -204,7 +204,7 @@ def test_tokenizer_config_family() -> None:
         BPETokenizerConfig(vocab_size=300)
     with pytest.raises(ConfigError, match="train_bytes"):
         BPETokenizerConfig(train_bytes=0)
-    with pytest.raises(ConfigError, match="needs the training documents"):
+    with pytest.raises(ValueError, match="needs the training documents"):
         BPETokenizerConfig().build(None)
 
 
@@ -230,3 +230,14 @@ def test_bpe_pieces_cut_plain_text(bpe: Tokenizer) -> None:
     text = english(random.Random(3), 2000).encode()
     pieces = list(bpe.pieces(text, 1000))
     assert len(pieces) > 5 and all(len(p) >= 1000 for p in pieces[:-1]) and max(map(len, pieces)) < 1100
+
+
+def test_bpe_training_on_cut_text_learns_the_same_merges(monkeypatch: pytest.MonkeyPatch) -> None:
+    import isoflop.data.tokenizers.bpe as bpe_module
+
+    code = "def f(x):\n    return x  # note\n\n"
+    doc = (english(random.Random(4), 3000) + "\n" + code * 40 + "\n\n  ragged  \n end").encode()
+    cfg = BPETokenizerConfig(vocab_size=700)
+    whole = cfg.build([doc]).fingerprint()
+    monkeypatch.setattr(bpe_module, "_TRAIN_PIECE_BYTES", 100)
+    assert cfg.build([doc]).fingerprint() == whole

@@ -79,10 +79,10 @@ class BPETokenizerConfig(TokenizerConfig):
         return True
 
     def build(self, docs: Iterable[bytes] | None = None) -> Tokenizer:
-        require(docs is not None, "kind", "bpe must be trained: build() needs the training documents")
+        if docs is None:  # a caller's bug, not a bad config value
+            raise ValueError("a bpe tokenizer must be trained: build() needs the training documents")
         from isoflop.data.tokenizers.bpe import BPETokenizer
 
-        assert docs is not None  # for the type checker; `require` raised otherwise
         return BPETokenizer.train(docs, vocab_size=self.vocab_size, train_bytes=self.train_bytes)
 
 

@@ -103,10 +103,13 @@ def prepare(cfg: DataConfig, *, progress: Callable[[str], None] | None = None) -
     if data is not None:
         say(f"using cached shards {final}")
     else:
-        shards_dir.mkdir(parents=True, exist_ok=True)
-        _remove_stale(shards_dir)
         tmp = shards_dir / f".tmp-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()  # unlike mkdtemp's 0700, honours the umask: a shared cache stays readable
+        try:
+            shards_dir.mkdir(parents=True, exist_ok=True)
+            tmp.mkdir()  # unlike mkdtemp's 0700, honours the umask: a shared cache stays readable
+        except OSError as e:
+            raise ConfigError("data.cache_dir", f"cannot write the cache at {shards_dir}: {e.strerror or e}") from None
+        _remove_stale(shards_dir)
         try:
             _build(cfg, files, inputs, key, tmp, say)
             data = _publish(tmp, final, inputs)
@@ -327,6 +330,9 @@ def _check_usable(data: PreparedData, cfg: DataConfig) -> None:
     need = cfg.seq_len + 1
     n_train, n_val = data.n_tokens("train"), data.n_tokens("val")
     short = f"fewer than data.seq_len + 1 = {need}"
+    if data.meta["n_documents"] == 1:
+        raise ConfigError("data.corpus", "the corpus is a single document, and the train/validation split is "
+                          "by document: use a folder of files or a .jsonl file with one document per line")
     if n_train < need:
         raise ConfigError("data.corpus", f"the training split has {n_train} tokens, {short}; "
                           "use a bigger corpus or a smaller data.seq_len")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -41,16 +40,11 @@ class ConsoleProgress:
         self.total = total_steps
         self.stream = stream or sys.stderr
         self.live = self.stream.isatty()
-        self.start = time.perf_counter()
-        self.start_step: int | None = None
 
     def step(self, record: dict[str, Any]) -> None:
         step = record["step"]
-        if self.start_step is None:
-            self.start_step, self.start = step - 1, time.perf_counter() - record.get("step_time_s", 0.0)
-        done = step - self.start_step
-        rate = done / max(time.perf_counter() - self.start, 1e-9)
-        eta = (self.total - step) / rate if rate > 0 else 0.0
+        tokens_per_step = record["tokens"] / step
+        eta = (self.total - step) * tokens_per_step / max(record["tokens_per_s"], 1e-9)
         line = (f"step {step:>{len(str(self.total))}}/{self.total} | loss {record['loss']:.4f} | "
                 f"lr {record['lr']:.2e} | {record['tokens_per_s'] / 1e3:7.1f}k tok/s | ETA {_clock(eta)}")
         self._emit(line)

@@ -40,7 +40,8 @@ _ESC = 0xF700  # byte b (0x80..0xFF) <-> escape char U+F700+b, i.e. U+F780..U+F7
 _SURROGATE = 0xDC00  # Python's surrogateescape writes byte b as U+DC00+b
 N_ESCAPES = 128
 _ESCAPE_RUNS = re.compile("[\uf780-\uf7ff]+")
-_SAFE_CUT = re.compile(rb"[!-~][ \n][!-~]")  # see BPETokenizer.pieces
+_SAFE_CUT = re.compile(rb"[!-~][ \n][!-~]")  # see _safe_pieces
+_TRAIN_PIECE_BYTES = 1 << 20
 # Every char of U+F780..U+F7FF is encoded EF 9E xx or EF 9F xx: a byte search finds them far faster
 # than a str.translate pass, which only text that needs it pays for.
 _ESCAPE_LEADS = (b"\xef\x9e", b"\xef\x9f")
@@ -161,20 +162,7 @@ class BPETokenizer(BaseTokenizer):
         return [np.asarray(e.ids, dtype=np.int64) for e in encodings]
 
     def pieces(self, data: bytes, size: int) -> Iterator[bytes]:
-        """Cuts where GPT-2's pre-tokenizer regex is sure to split: between an ASCII non-space char and a
-        single space or newline followed by another ASCII non-space char (the whitespace then starts the
-        next pre-token, whatever follows). No BPE merge spans a pre-token, and the added-token (escape)
-        split only happens at escape chars, so the pieces' encodings concatenate to the whole's. Text
-        without such a spot (say, long runs of CJK) is cut at the next one found, however far."""
-        start = 0
-        while len(data) - start > size:
-            found = _SAFE_CUT.search(data, start + max(size, 1) - 1)
-            if found is None:
-                break
-            cut = found.start() + 1
-            yield data[start:cut]
-            start = cut
-        yield data[start:]
+        return _safe_pieces(data, size)
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> bytes:
         arr = as_ids(ids)
@@ -205,16 +193,36 @@ class BPETokenizer(BaseTokenizer):
         return out
 
 
+def _safe_pieces(data: bytes, size: int) -> Iterator[bytes]:
+    """Cuts where GPT-2's pre-tokenizer regex is sure to split: between an ASCII non-space char and a
+    single space or newline followed by another ASCII non-space char (the whitespace then starts the next
+    pre-token, whatever follows). No BPE merge spans a pre-token, and the added-token (escape) split only
+    happens at escape chars, so the pieces' encodings concatenate to the whole's, and training on the
+    pieces counts the same words. Text without such a spot (say, long runs of CJK) is cut at the next one
+    found, however far."""
+    start = 0
+    while len(data) - start > size:
+        found = _SAFE_CUT.search(data, start + max(size, 1) - 1)
+        if found is None:
+            break
+        cut = found.start() + 1
+        yield data[start:cut]
+        start = cut
+    yield data[start:]
+
+
 def _training_texts(docs: Iterable[bytes], budget: int) -> Iterator[str]:
-    """Escaped training text, at most `budget` input bytes, cut at escapes so no merge spans one."""
+    """Escaped training text, at most `budget` input bytes, cut at escapes so no merge spans one, and
+    into ~1 MB pieces since the library's memory grows with the length of each string it is given."""
     if budget <= 0:
         return
     for doc in docs:
         doc = doc[:budget]
         budget -= len(doc)
-        for piece in _ESCAPE_RUNS.split(escape(doc)):
-            if piece:
-                yield piece
+        for chunk in _safe_pieces(doc, _TRAIN_PIECE_BYTES):
+            for piece in _ESCAPE_RUNS.split(escape(chunk)):
+                if piece:
+                    yield piece
         if budget <= 0:
             return  # before pulling another document from a lazy corpus
 
