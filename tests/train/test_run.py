@@ -36,13 +36,15 @@ def _train(run, corpus, steps=12, extra=()):
 
 def test_run_directory_contract(tmp_path, corpus_dir, cache_dir):
     run = tmp_path / "run"
-    record = _train(run, corpus_dir)
+    record = _train(run, corpus_dir, extra=["log.peak_flops=1e11"])
     assert {p.name for p in run.iterdir()} >= {"config.json", "plan.json", "metrics.jsonl", "checkpoints",
                                               "tokenizer", "run.json"}
     assert checkpoint.list_steps(run) == [8, 12]  # keep=2
     metrics = _metrics(run)
     train = [m for m in metrics if m["kind"] == "train"]
     assert [m["step"] for m in train] == list(range(1, 13))
+    raw = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][0]
+    assert raw["mfu"] == pytest.approx(raw["flops_per_s"] / 1e11) and raw["flops_per_s"] > 0
     assert train[-1]["loss"] < train[0]["loss"]
     assert [m["step"] for m in metrics if m["kind"] == "eval"] == [4, 8, 12]
     saved = json.loads((run / "run.json").read_text())

@@ -64,5 +64,5 @@ def gpt2_124m() -> ExperimentConfig:
         schedule=CosineSchedule(warmup=0.01, floor=0.1),
         eval=EvalConfig(every=500, batches=20),
         checkpoint=CheckpointConfig(every=1000, keep=2),
-        log=LogConfig(every=10),
+        log=LogConfig(every=10, peak_flops=989e12),  # H100 SXM dense bf16 (NVIDIA datasheet)
     )

@@ -147,6 +147,9 @@ def _train(cfg: ExperimentConfig, plan: RunPlan, data: PreparedData, out: Path, 
         parallel.barrier(ctx)
 
     def on_step(entry: dict[str, Any]) -> None:
+        entry["flops_per_s"] = entry["tokens_per_s"] * plan.flops_per_token
+        if cfg.log.peak_flops:
+            entry["mfu"] = entry["flops_per_s"] / (cfg.log.peak_flops * ctx.world_size)
         record({"kind": "train", **entry})
         if console:
             console.step(entry)

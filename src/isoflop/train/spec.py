@@ -99,9 +99,14 @@ class LogConfig(Config):
     """Write a metrics.jsonl record and a progress line every this many steps."""
     tensorboard: bool = False
     """Also write TensorBoard events under DIR/tb (needs `pip install 'isoflop[tb]'`)."""
+    peak_flops: float | None = None
+    """Peak FLOP/s of one device (e.g. 989e12 for an H100 SXM in dense bf16); when set, each record has
+    `mfu` = achieved training FLOP/s (isoflop's counting) / (peak_flops * ranks)."""
 
     def __post_init__(self) -> None:
         require(self.every > 0, "every", f"must be positive, got {self.every}")
+        require(self.peak_flops is None or self.peak_flops > 0, "peak_flops",
+                f"must be positive, got {self.peak_flops}")
 
 
 @config
