@@ -18,6 +18,7 @@ import inspect
 import json
 import math
 import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -202,43 +203,34 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], root: type[Confi
     return data
 
 
-def valid_keys(root: type[Config], data: dict[str, Any] | None = None, prefix: str = "") -> set[str]:
+def valid_keys(root: type[Config], data: dict[str, Any] | None = None) -> set[str]:
     """All dotted leaf keys of the tree rooted at `root`, following the variant kinds chosen in `data`."""
-    data = data or {}
+    return {key for key, is_variant in _walk(root, data or {}, "") if not is_variant}
+
+
+def _variant_paths(root: type[Config], data: dict[str, Any]) -> set[str]:
+    """Dotted paths of the variant sub-tables (where a `kind` key switches the class)."""
+    return {key for key, is_variant in _walk(root, data, "") if is_variant and key}
+
+
+def _walk(root: type[Config], data: dict[str, Any], prefix: str) -> Iterator[tuple[str, bool]]:
+    """(dotted key, is a variant table) for every leaf and every variant table below `root`."""
     cls: type = root
-    keys: set[str] = set()
     if issubclass(root, Variant):
+        yield prefix.rstrip("."), True
+        yield prefix + "kind", False
         try:
             cls = root.variant_class(data.get("kind", root.default_kind))
         except ConfigError:
-            cls = root
-        keys.add(prefix + "kind")
+            return
     hints = get_type_hints(cls)
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         sub = _config_type(hints[f.name])
-        if sub is not None:
-            child = data.get(f.name) if isinstance(data.get(f.name), dict) else {}
-            keys |= valid_keys(sub, child, f"{prefix}{f.name}.")
+        if sub is None:
+            yield prefix + f.name, False
         else:
-            keys.add(prefix + f.name)
-    return keys
-
-
-def _variant_paths(root: type[Config], data: dict[str, Any], prefix: str = "") -> set[str]:
-    paths = {prefix.rstrip(".")} if issubclass(root, Variant) and prefix else set()
-    cls: type = root
-    if issubclass(root, Variant):
-        try:
-            cls = root.variant_class(data.get("kind", root.default_kind))
-        except ConfigError:
-            return paths
-    hints = get_type_hints(cls)
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        sub = _config_type(hints[f.name])
-        if sub is not None:
             child = data.get(f.name) if isinstance(data.get(f.name), dict) else {}
-            paths |= _variant_paths(sub, child, f"{prefix}{f.name}.")
-    return paths
+            yield from _walk(sub, child, f"{prefix}{f.name}.")
 
 
 def _descend(data: dict[str, Any], parts: list[str], key: str) -> dict[str, Any]:

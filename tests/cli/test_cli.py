@@ -132,3 +132,10 @@ def test_export_loads_in_transformers(trained_run, tmp_path):
     tokens = torch.randint(0, 257, (2, 20))
     with torch.no_grad():
         assert torch.allclose(hf(tokens).logits, model(tokens), atol=1e-4)
+
+
+def test_resume_without_a_recipe_reads_the_runs_config(trained_run):
+    run, env = trained_run
+    result = cli("train", "--out", run, "--resume", env=env)  # already complete: reports it, changes nothing
+    assert result.returncode == 0, result.stderr
+    assert f"{json.loads((run / 'run.json').read_text())['val_bpb']:.4f} bits/byte" in result.stdout

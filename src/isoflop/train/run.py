@@ -165,7 +165,7 @@ def _train(cfg: ExperimentConfig, plan: RunPlan, data: PreparedData, out: Path, 
                               on_step=on_step, after_step=after_step)
     try:
         train_loop(model, optimizer, plan, start_step=start_step, grad_clip=t.grad_clip, precision=t.precision,
-                   ctx=ctx, callbacks=callbacks, log_every=cfg.log.every)
+                   ctx=ctx, callbacks=callbacks, elapsed_s=elapsed, log_every=cfg.log.every)
     except NonFiniteLoss:
         if console:
             console.close()
