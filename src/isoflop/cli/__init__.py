@@ -25,7 +25,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _verbs() -> dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argparse.ArgumentParser], None], str]]:
-    from isoflop.cli import export, inspect, train
+    from isoflop.cli import export, fit, frontier, inspect, plan, train
 
     return {
         "train": (train.train, train.add_train_args, "train a model: a recipe or config file, into --out DIR"),
@@ -33,6 +33,10 @@ def _verbs() -> dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[a
         "eval": (inspect.eval_run, inspect.add_eval_args, "validation loss and bits per byte of a run"),
         "sample": (inspect.sample, inspect.add_sample_args, "generate text from a run's model"),
         "export": (export.export, export.add_export_args, "export a run to Hugging Face format"),
+        "fit": (fit.fit, fit.add_fit_args, "fit a scaling law to runs: Chinchilla approaches 1, 2, 3"),
+        "plan": (plan.plan, plan.add_plan_args, "how to spend a compute budget: N_opt, D_opt, loss, and more"),
+        "frontier": (frontier.frontier, frontier.add_frontier_args,
+                     "the loss-vs-cost Pareto frontier of several runs and where the lead changes"),
     }
 
 

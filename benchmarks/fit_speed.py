@@ -1,0 +1,107 @@
+"""Approach-3 fit speed: isoflop's batched 4,500-start fit against a plain per-start scipy L-BFGS-B loop.
+
+Both minimise the same objective with the same analytic gradient (`isoflop.science.fit.Objective`, float64 for
+scipy) on Epoch AI's transcription of Chinchilla's runs (reference §2.2: D = C/(6N), the 5 highest-loss runs
+dropped, sum-Huber δ = 1e-3) from Hoffmann's 4,500 starts. The scipy loop uses scipy's default tolerances, as
+Hoffmann's and Epoch's fits did. Prints one JSON line: both times, both best objectives, the speed-up (target
+>= 10) and the relative difference of the objectives (target <= 1e-9).
+
+    python benchmarks/fit_speed.py [--data FILE.csv] [--rounds 3]
+
+The data file is not part of the repository: by default it is read from $ISOFLOP_SHARED_DATA (a folder or the
+file) or from ../shared/data/ next to the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy
+from scipy.optimize import minimize
+
+from isoflop.science.fit import Objective, fit_chinchilla, hoffmann_grid, prepare
+
+FILENAME = "epoch_chinchilla_svg_extracted_data.csv"
+
+
+def default_data() -> Path:
+    env = os.environ.get("ISOFLOP_SHARED_DATA")
+    if env:
+        path = Path(env)
+        return path / FILENAME if path.is_dir() else path
+    return Path(__file__).resolve().parents[2] / "shared" / "data" / FILENAME
+
+
+def load(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    with path.open() as fh:
+        rows = list(csv.DictReader(fh))
+    N = np.array([float(r["Model Size"]) for r in rows])
+    C = np.array([float(r["Training FLOP"]) for r in rows])
+    L = np.array([float(r["loss"]) for r in rows])
+    return N, C / (6.0 * N), L
+
+
+def scipy_loop(obj: Objective, starts: np.ndarray) -> tuple[float, np.ndarray, int]:
+    """The plain way: one scipy.optimize.minimize(L-BFGS-B) per start, default tolerances, keep the best."""
+    def fun(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        f, g = obj.value_grad(theta[None])
+        return float(f[0]), g[0]
+
+    best_f, best_x, n_eval = np.inf, starts[0], 0
+    with np.errstate(all="ignore"):
+        for x0 in starts:
+            res = minimize(fun, x0, jac=True, method="L-BFGS-B")
+            n_eval += res.nfev
+            if np.isfinite(res.fun) and res.fun < best_f:
+                best_f, best_x = float(res.fun), res.x
+    return best_f, best_x, n_eval
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=None)
+    ap.add_argument("--rounds", type=int, default=3, help="timed runs of the isoflop fit (median reported)")
+    args = ap.parse_args()
+    path = args.data or default_data()
+    if not path.is_file():
+        sys.exit(f"{path}: no such data file (set ISOFLOP_SHARED_DATA or pass --data)")
+    N, D, L = prepare(*load(path), drop_highest=5)
+    starts = hoffmann_grid()
+
+    times, fit = [], None
+    for _ in range(args.rounds):
+        t0 = time.perf_counter()
+        fit = fit_chinchilla(N, D, L)
+        times.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    fit64 = fit_chinchilla(N, D, L, fast=False)
+    t_fit64 = time.perf_counter() - t0
+
+    obj = Objective(np.log(N), np.log(D), L)
+    t0 = time.perf_counter()
+    sp_f, sp_x, sp_evals = scipy_loop(obj, starts)
+    t_scipy = time.perf_counter() - t0
+
+    t_fit = statistics.median(times)
+    print(json.dumps({
+        "benchmark": "fit_speed", "n_points": len(L), "n_starts": len(starts), "cpus": os.cpu_count(),
+        "numpy": np.__version__, "scipy": scipy.__version__,
+        "isoflop_s": round(t_fit, 3), "isoflop_objective": fit.objective, "isoflop_success": fit.success,
+        "isoflop_float64_s": round(t_fit64, 3), "isoflop_float64_objective": fit64.objective,
+        "scipy_loop_s": round(t_scipy, 3), "scipy_objective": sp_f, "scipy_evaluations": sp_evals,
+        "speedup": round(t_scipy / t_fit, 2), "speedup_float64": round(t_scipy / t_fit64, 2),
+        "objective_rel_diff": (sp_f - fit.objective) / fit.objective,
+        "max_param_rel_diff": float(np.max(np.abs(np.asarray(fit.theta) - sp_x) / np.abs(sp_x))),
+    }))
+
+
+if __name__ == "__main__":
+    main()

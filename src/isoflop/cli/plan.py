@@ -1,0 +1,292 @@
+"""`isoflop plan`: how to spend a compute budget, from a scaling law (a preset, parameters, or a fit)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from isoflop.cli.common import print_json
+from isoflop.config import ConfigError
+
+DEFAULT_LAW = "epoch"
+PLOT_DECADES = 3.0
+"""The plot spans the budget ÷ and × 10^3."""
+
+
+def add_plan_args(parser: argparse.ArgumentParser) -> None:
+    budget = parser.add_argument_group("budget (give --flops, or all of --gpu-hours, --mfu and --peak-flops)")
+    budget.add_argument("--flops", type=float, metavar="C", help="training compute in FLOPs, e.g. 1e23")
+    budget.add_argument("--gpu-hours", type=float, metavar="H", help="GPU-hours; C = H * 3600 * P * MFU")
+    budget.add_argument("--mfu", type=float, metavar="M", help="model-FLOPs utilisation in (0, 1], e.g. 0.4")
+    budget.add_argument("--peak-flops", type=float, metavar="P",
+                        help="peak FLOP/s of one GPU at the training precision, e.g. 989e12 (H100 SXM bf16 dense)")
+    law = parser.add_argument_group("law")
+    law.add_argument("--law", metavar="NAME|key=value,...",
+                     help=f"a preset (hoffmann, hoffmann-tex, epoch, kaplan, muennighoff), parameters "
+                          f"E=..,A=..,B=..,alpha=..,beta=.., or a preset with overrides (epoch,E=1.8). Default "
+                          f"{DEFAULT_LAW}: Epoch AI's 2024 re-fit of Hoffmann et al.'s own data corrects the "
+                          f"original optimizer's early stop and rounding, and agrees with Hoffmann's approaches 1 "
+                          f"and 2 (about 20 tokens per parameter), which Hoffmann's published fit does not")
+    law.add_argument("--fit", metavar="FIT.json",
+                     help="the law from `isoflop fit --json` output instead of --law; bootstrap samples (or "
+                          "standard errors) in it give intervals")
+    law.add_argument("--level", type=float, default=0.8,
+                     help="interval level for --fit with bootstrap (default 0.8: 10th-90th percentiles, as "
+                          "Epoch AI and Hoffmann report)")
+    extra = parser.add_argument_group("further questions")
+    extra.add_argument("--inference-tokens", type=float, metavar="T",
+                       help="tokens the model will serve in its lifetime; with --loss: the model of least "
+                            "training + inference FLOPs reaching that loss (Sardana et al. 2024)")
+    extra.add_argument("--loss", type=float, metavar="L", help="target loss for --inference-tokens (nats/token)")
+    extra.add_argument("--unique-tokens", type=float, metavar="U",
+                       help="unique tokens available: the best split when data must repeat (Muennighoff et al. "
+                            "2023; a non-Muennighoff law borrows their R_D*, R_N*)")
+    extra.add_argument("--overhead", nargs="?", const="default", metavar="K,K,...",
+                       help="the smaller-and-longer table: for N = k_N * N_opt, the tokens for the same loss "
+                            "and the extra compute (de Vries 2023); optional comma-separated k_N values")
+    extra.add_argument("--shape", action="store_true",
+                       help="a model shape (d_model, n_layers, n_heads) whose total parameters are within 5%% "
+                            "of N_opt, counted by the engine")
+    extra.add_argument("--vocab-size", type=int, default=32000, help="vocabulary for --shape (default 32000)")
+    extra.add_argument("--tie-embeddings", action="store_true", help="--shape with tied input/output embeddings")
+    out = parser.add_argument_group("output")
+    out.add_argument("--json", action="store_true", help="print one JSON object")
+    out.add_argument("--plot", metavar="FILE.png", help="draw N_opt, D_opt and D/N against compute around the budget")
+
+
+def _finite(key: str, value: float | None, *, positive: bool = True) -> None:
+    if value is not None and not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
+        raise ConfigError(key, f"must be a {'positive' if positive else 'non-negative'} finite number, got {value}")
+
+
+def _budget(args: argparse.Namespace) -> tuple[float, dict[str, float] | None]:
+    from isoflop.science.plan import flops_from_gpu_hours
+
+    trio = {"--gpu-hours": args.gpu_hours, "--mfu": args.mfu, "--peak-flops": args.peak_flops}
+    given = [k for k, v in trio.items() if v is not None]
+    if args.flops is not None:
+        if given:
+            raise ConfigError("--flops", f"give --flops or --gpu-hours/--mfu/--peak-flops, not both ({given[0]})")
+        _finite("--flops", args.flops)
+        return args.flops, None
+    if not given:
+        raise ConfigError("--flops", "give a budget: --flops C, or --gpu-hours H --mfu M --peak-flops P")
+    missing = [k for k in trio if k not in given]
+    if missing:
+        raise ConfigError(missing[0], f"is needed with {', '.join(given)} (C = H * 3600 * P * MFU)")
+    _finite("--gpu-hours", args.gpu_hours)
+    _finite("--peak-flops", args.peak_flops)
+    if not (math.isfinite(args.mfu) and 0 < args.mfu <= 1):
+        raise ConfigError("--mfu", f"must be in (0, 1], got {args.mfu}")
+    C = flops_from_gpu_hours(args.gpu_hours, args.mfu, args.peak_flops)
+    return C, {"gpu_hours": args.gpu_hours, "mfu": args.mfu, "peak_flops": args.peak_flops}
+
+
+def _law(args: argparse.Namespace) -> tuple[Any, str, Any]:
+    from isoflop.science.laws import parse_law
+    from isoflop.science.plan import law_from_fit
+
+    if args.fit is not None:
+        if args.law is not None:
+            raise ConfigError("--fit", "give --law or --fit, not both")
+        try:
+            data = json.loads(Path(args.fit).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ConfigError(args.fit, f"cannot read the fit: {e}") from None
+        try:
+            law, uncertainty = law_from_fit(data)
+        except ValueError as e:
+            raise ConfigError(args.fit, f"not a fit result: {e}") from None
+        return law, f"fit {args.fit}", uncertainty
+    text = args.law if args.law is not None else DEFAULT_LAW
+    try:
+        return parse_law(text), text, None
+    except ValueError as e:
+        raise ConfigError("--law", str(e)) from None
+
+
+def _k_values(text: str) -> list[float] | None:
+    if text == "default":
+        return None
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError("--overhead", f"expected comma-separated numbers, got {text!r}") from None
+    if not values or not all(math.isfinite(v) and v > 0 for v in values):
+        raise ConfigError("--overhead", f"k_N values must be positive numbers, got {text!r}")
+    return values
+
+
+def _law_dict(law: Any, name: str) -> dict[str, Any]:
+    from isoflop.science.plan import chinchilla_params
+
+    out: dict[str, Any] = {"name": name, **law.to_dict()}
+    try:
+        E, A, B, alpha, beta = chinchilla_params(law)
+    except ValueError:
+        out["N"] = "non-embedding parameters (Kaplan)"
+        return out
+    out.update(a=beta / (alpha + beta), b=alpha / (alpha + beta),
+               G=(alpha * A / (beta * B)) ** (1 / (alpha + beta)), N="total parameters")
+    return out
+
+
+def plan(args: argparse.Namespace) -> int:
+    from isoflop.science import plan as P
+
+    C, budget = _budget(args)
+    if (args.inference_tokens is None) != (args.loss is None):
+        missing, given = ("--loss", "--inference-tokens") if args.loss is None else ("--inference-tokens", "--loss")
+        raise ConfigError(missing, f"is needed with {given} (the inference-aware plan needs both)")
+    _finite("--inference-tokens", args.inference_tokens, positive=False)
+    _finite("--loss", args.loss)
+    _finite("--unique-tokens", args.unique_tokens)
+    if not 0 < args.level < 1:
+        raise ConfigError("--level", f"must be in (0, 1), got {args.level}")
+    if args.vocab_size < 1:
+        raise ConfigError("--vocab-size", f"must be positive, got {args.vocab_size}")
+    k_values = _k_values(args.overhead) if args.overhead is not None else None
+    if args.plot is not None and not Path(args.plot).resolve().parent.is_dir():
+        raise ConfigError(args.plot, "the folder for the plot does not exist")
+    law, name, uncertainty = _law(args)
+
+    asked = [k for k, v in (("--inference-tokens", args.inference_tokens), ("--unique-tokens", args.unique_tokens),
+                            ("--overhead", args.overhead)) if v is not None]
+    if asked:
+        try:
+            P.chinchilla_params(law)
+        except ValueError:
+            raise ConfigError("--law", f"{name} is not of Chinchilla form E + A/N^alpha + B/D^beta, which "
+                                       f"{', '.join(asked)} needs") from None
+    p = P.compute_optimal(law, C)
+    out: dict[str, Any] = {**p.to_dict(), "law": _law_dict(law, name)}
+    if budget is not None:
+        out["budget"] = budget
+    if uncertainty is not None:
+        out["intervals"] = P.budget_intervals(law, C, uncertainty, level=args.level)
+    if args.inference_tokens is not None:
+        out["inference_aware"] = _section("--loss", lambda: P.inference_aware(law, args.loss, args.inference_tokens))
+    if args.unique_tokens is not None:
+        out["data_constrained"] = _section("--unique-tokens",
+                                           lambda: P.data_constrained(law, C, args.unique_tokens))
+    if args.overhead is not None:
+        table = _section("--overhead", lambda: P.overhead_table(law, C, k_values or P.DEFAULT_K_N))
+        out["overhead"] = {**table, "rows": [row.to_dict() for row in table["rows"]]}
+    if args.shape:
+        from isoflop.science.shape import model_shape
+
+        out["shape"] = _section("--shape", lambda: model_shape(p.N_opt, vocab_size=args.vocab_size,
+                                                               tie_embeddings=args.tie_embeddings))
+    if args.plot is not None:
+        out["plot"] = _plot(args.plot, law, name, C, out, uncertainty, args.level)
+    if args.json:
+        print_json(out)
+    else:
+        print(describe(out))
+    return 0
+
+
+def _section(key: str, compute: Any) -> Any:
+    try:
+        result = compute()
+    except ValueError as e:
+        head, sep, rest = str(e).partition(": ")  # the library names its own argument: drop it for the option's
+        raise ConfigError(key, rest if sep and head.replace("_", "-") == key.lstrip("-") else str(e)) from None
+    return result if isinstance(result, dict) else result.to_dict()
+
+
+def _plot(path: str, law: Any, name: str, C: float, out: dict[str, Any], uncertainty: Any, level: float) -> str:
+    import numpy as np
+
+    from isoflop.science.plan import allocation_curve
+    from isoflop.science.plots import plot_allocation
+
+    flops = C * np.logspace(-PLOT_DECADES, PLOT_DECADES, 61)
+    curve = allocation_curve(law, flops, uncertainty, level=level)
+    law_info = out["law"]
+    if "alpha" in law_info:
+        title = (f"law: {name} (E={law_info['E']:.4g}, A={law_info['A']:.4g}, B={law_info['B']:.4g}, "
+                 f"α={law_info['alpha']:.4g}, β={law_info['beta']:.4g}; a={law_info['a']:.3f})")
+    else:
+        title = f"law: {name} (N: non-embedding parameters)"
+    try:
+        plot_allocation(path, curve, out, title)
+    except ImportError as e:
+        raise ConfigError("--plot", str(e)) from None
+    except (OSError, ValueError) as e:
+        raise ConfigError(path, f"cannot write the plot: {e}") from None
+    return path
+
+
+def _g(x: float | None, digits: int = 3) -> str:
+    """7.03e9 style: compact for big numbers, plain for small ones."""
+    if x is None:
+        return "-"
+    text = f"{x:.{digits}g}"
+    if "e" in text:
+        mantissa, exponent = text.split("e")
+        return f"{mantissa}e{int(exponent)}"
+    return text
+
+
+def describe(out: dict[str, Any]) -> str:
+    """The human-readable plan: a small table per section."""
+    law = out["law"]
+    lines = [f"law      {law['name']}"
+             + (f"  (a = {law['a']:.4f}, b = {law['b']:.4f}; N counts {law['N']})" if "a" in law else
+                f"  (N counts {law['N']})")]
+    budget = out.get("budget")
+    lines.append(f"budget   {_g(out['flops'])} FLOPs" + (
+        f" = {_g(budget['gpu_hours'])} GPU-h x 3600 x {_g(budget['peak_flops'])} FLOP/s x MFU {budget['mfu']:g}"
+        if budget else ""))
+    iv = out.get("intervals")
+    header = f"\n{'compute-optimal':<18}{'value':>12}"
+    if iv:
+        header += f"   {iv['level']:.0%} interval ({iv['method']}, {iv['n_draws']} draws)"
+    lines.append(header)
+    for key, label, digits in (("N_opt", "N_opt (params)", 3), ("D_opt", "D_opt (tokens)", 3),
+                               ("tokens_per_param", "tokens/param", 3), ("loss", "loss", 4)):
+        row = f"  {label:<16}{_g(out[key], digits):>12}"
+        if iv:
+            row += f"   {_g(iv[key][0], digits)} .. {_g(iv[key][1], digits)}"
+        lines.append(row)
+    if iv and "note" in iv:
+        lines.append(f"  note: {iv['note']}")
+    if "inference_aware" in out:
+        s = out["inference_aware"]
+        lines += [f"\ninference-aware at loss {s['loss']:g} serving {_g(s['inference_tokens'])} tokens "
+                  f"(Sardana et al. 2024)",
+                  f"  {'':<16}{'ours':>12}{'Chinchilla':>12}",
+                  f"  {'N (params)':<16}{_g(s['N']):>12}{_g(s['chinchilla_N']):>12}   {s['N_ratio']:.2%}",
+                  f"  {'D (tokens)':<16}{_g(s['D']):>12}{_g(s['chinchilla_D']):>12}   {s['D_ratio']:.2%}",
+                  f"  {'lifetime FLOPs':<16}{_g(s['lifetime_flops']):>12}{_g(s['chinchilla_lifetime_flops']):>12}"
+                  f"   {s['flops_ratio']:.2%}"]
+    if "data_constrained" in out:
+        s = out["data_constrained"]
+        lines += [f"\ndata-constrained with {_g(s['unique_tokens'])} unique tokens (Muennighoff et al. 2023)",
+                  f"  N {_g(s['N'])} params, D {_g(s['D'])} tokens = {s['epochs']:.2f} epochs, effective data "
+                  f"{_g(s['effective_tokens'])} ({s['effective_fraction']:.1%}), loss {s['loss']:.4f}",
+                  f"  the unconstrained plan on repeated data would reach {s['chinchilla_loss_repeated']:.4f}"]
+    if "overhead" in out:
+        s = out["overhead"]
+        lines += [f"\nsmaller and longer at loss {s['loss']:.4f} (de Vries 2023); below k_N = "
+                  f"{s['k_N_min']:.3f} the loss is out of reach",
+                  f"  {'k_N':>6}{'N':>10}{'k_D':>8}{'D':>10}{'D/N':>8}{'extra compute':>15}"]
+        for r in s["rows"]:
+            extra = "unreachable" if r["overhead"] is None else f"{100 * r['overhead']:+.1f}%"
+            ratio = None if r["D"] is None else r["D"] / r["N"]
+            lines.append(f"  {r['k_N']:>6g}{_g(r['N']):>10}{_g(r['k_D']):>8}{_g(r['D']):>10}{_g(ratio):>8}"
+                         f"{extra:>15}")
+    if "shape" in out:
+        s = out["shape"]
+        lines += [f"\nmodel shape for N_opt: d_model {s['d_model']}, n_layers {s['n_layers']}, n_heads "
+                  f"{s['n_heads']} (head_dim {s['head_dim']}), ffn_hidden {s['ffn_hidden']}, vocab "
+                  f"{s['vocab_size']}: {s['params']['total']:,} total params ({s['rel_error']:+.2%}), "
+                  f"d_model/n_layers {s['aspect_ratio']:.0f}",
+                  "  " + " ".join(f"--set {o}" for o in s["overrides"])]
+    if "plot" in out:
+        lines.append(f"\nplot -> {out['plot']}")
+    return "\n".join(lines)

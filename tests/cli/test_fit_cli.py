@@ -1,0 +1,101 @@
+"""`isoflop fit` on synthetic data from a known law: approaches 3, 2 and 1, JSON contract, plots, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from isoflop.cli import main
+from isoflop.science.laws import PRESETS
+
+LAW = PRESETS["hoffmann-tex"]
+
+
+def _table(path, points):
+    path.write_text("N,D,L\n" + "".join(f"{n},{d},{loss}\n" for n, d, loss in points))
+    return path
+
+
+def _isoflop_points(noise=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    points = []
+    for c in np.geomspace(1e18, 1e21, 5):
+        n_opt, _ = LAW.optimal(c)
+        for k in np.geomspace(1 / 8, 8, 9):
+            n = n_opt * k
+            d = c / (6 * n)
+            points.append((n, d, float(LAW.loss(n, d)) * np.exp(noise * rng.standard_normal())))
+    return points
+
+
+def test_approach3_recovers_the_law_and_prints_one_json_object(tmp_path, capsys):
+    table = _table(tmp_path / "runs.csv", _isoflop_points())
+    assert main(["fit", str(table), "--json", "--plot", str(tmp_path / "fit.png")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for key in ("E", "A", "B", "alpha", "beta", "a", "b", "objective", "success", "n_points"):
+        assert key in out
+    assert out["success"] and out["n_points"] == 45
+    assert out["E"] == pytest.approx(LAW.E, rel=1e-4) and out["alpha"] == pytest.approx(LAW.alpha, rel=1e-4)
+    assert out["a"] == pytest.approx(LAW.a, rel=1e-4)
+    assert (tmp_path / "fit.png").stat().st_size > 10_000
+
+
+def test_bootstrap_gives_se_and_ci_keyed_like_the_fit_and_feeds_plan(tmp_path, capsys):
+    table = _table(tmp_path / "runs.csv", _isoflop_points(noise=0.01))
+    assert main(["fit", str(table), "--bootstrap", "50", "--seed", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["se"]) >= {"E", "A", "B", "alpha", "beta", "a", "b"} and set(out["ci"]) == set(out["se"])
+    assert all(lo <= out[k] <= hi for k, (lo, hi) in out["ci"].items() if k in ("alpha", "beta", "a"))
+    (tmp_path / "fit.json").write_text(json.dumps(out))
+    assert main(["plan", "--flops", "1e21", "--fit", str(tmp_path / "fit.json"), "--json"]) == 0
+    planned = json.loads(capsys.readouterr().out)
+    assert planned["N_opt"] == pytest.approx(out["G"] * (1e21 / 6) ** out["a"], rel=1e-6)
+
+
+def test_approach2_recovers_a(tmp_path, capsys):
+    table = _table(tmp_path / "runs.csv", _isoflop_points())
+    assert main(["fit", str(table), "--approach", "2", "--json", "--plot", str(tmp_path / "iso.png")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["a"] == pytest.approx(LAW.a, abs=0.01) and len(out["profiles"]) == 5
+
+
+def test_approach1_from_run_directories(tmp_path, capsys):
+    for n in np.geomspace(1e7, 1e9, 12):  # approach 1 resolves N only as finely as the grid of sizes
+        run = tmp_path / f"n{n:011.0f}"
+        run.mkdir()
+        tokens = np.geomspace(1e8, 3e11, 60)
+        lines = [json.dumps({"kind": "train", "step": i + 1, "tokens": float(t), "flops": float(6 * n * t),
+                             "elapsed_s": float(i + 1), "loss": float(LAW.loss(n, t))}) for i, t in enumerate(tokens)]
+        (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+        (run / "run.json").write_text(json.dumps({"N_total": n, "D_tokens": float(tokens[-1]),
+                                                  "flops": float(6 * n * tokens[-1]),
+                                                  "val_loss": float(LAW.loss(n, tokens[-1])), "world_size": 1}))
+    assert main(["fit", *map(str, sorted(tmp_path.iterdir())), "--approach", "1", "--json",
+                 "--plot", str(tmp_path.parent / "env.png")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["a"] == pytest.approx(LAW.a, abs=0.01)
+
+
+@pytest.mark.parametrize("args,named", [
+    (["--bootstrap", "1"], "--bootstrap"),
+    (["--budgets", "1e21,x"], "--budgets"),
+    (["--drop-highest", "-1"], "--drop-highest"),
+])
+def test_bad_options_exit_2(tmp_path, capsys, args, named):
+    table = _table(tmp_path / "runs.csv", _isoflop_points())
+    assert main(["fit", str(table), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and named in err[0]
+
+
+def test_bad_data_exits_2_with_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("N,D,L\n1e8,2e9,3.1\n-5,2e9,3.0\n")
+    assert main(["fit", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.csv" in err[0]
+    few = _table(tmp_path / "few.csv", _isoflop_points()[:3])
+    assert main(["fit", str(few)]) == 2
+    assert main(["fit", str(tmp_path / "missing.csv")]) == 2
