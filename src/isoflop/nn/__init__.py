@@ -1,4 +1,5 @@
-"""Single-device model code. Imports torch, never torch.distributed (parallelism lives in train/parallel.py).
+"""Single-device model code. Imports torch but never its distributed package: parallelism is applied from
+outside, in train/parallel.py.
 
 `config.py`, `rope.py` and `counting.py` are pure Python so that counting and planning need no torch.
 """
