@@ -206,7 +206,7 @@ def test_name_table_round_trips() -> None:
 
 @pytest.mark.parametrize(("slot", "kind", "message"), [
     ("ffn", "moe", "model.ffn.kind: a Llama checkpoint holds only 'dense' FFNs, got 'moe'"),
-    ("rope", "yarn", "model.rope.kind: no Llama rope_parameters mapping for 'yarn'"),
+    ("rope", "ntk", "model.rope.kind: no Llama rope_parameters mapping for 'ntk'"),
 ])
 def test_export_refuses_what_llama_cannot_hold(tmp_path: Path, slot: str, kind: str, message: str) -> None:
     cfg, model = _model()
@@ -252,7 +252,7 @@ def test_export_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     ({"mlp_bias": True}, "mlp_bias is true"),
     ({"model_type": "mistral"}, "model_type 'mistral' is not 'llama'"),
     ({"head_dim": 32}, "head_dim 32 \\* num_attention_heads 4 != hidden_size 64"),
-    ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0}}, "rope type 'yarn'"),
+    ({"rope_parameters": {"rope_type": "longrope", "rope_theta": 1e4, "factor": 4.0}}, "rope type 'longrope'"),
 ])
 def test_import_refuses_what_we_cannot_compute(tmp_path: Path, edit: dict, message: str) -> None:
     cfg, model = _model()

@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from isoflop.nn.config import ModelConfig
 from isoflop.nn.model import TransformerLM
-from isoflop.nn.rope import DefaultRope, RopeConfig
+from isoflop.nn.rope import DefaultRope, DynamicNtkRope, LinearRope, Llama3Rope, RopeConfig, YarnRope
 
 # ----------------------------------------------------------------------------- tensor names
 
@@ -80,8 +80,67 @@ def _default_rope_from_hf(params: Mapping[str, Any]) -> RopeConfig:
     return DefaultRope(theta=float(params["rope_theta"]))
 
 
-ROPE_TO_HF: dict[str, Callable[[Any], dict[str, Any]]] = {"default": _default_rope_to_hf}
-ROPE_FROM_HF: dict[str, Callable[[Mapping[str, Any]], RopeConfig]] = {"default": _default_rope_from_hf}
+def _linear_rope_to_hf(rope: LinearRope) -> dict[str, Any]:
+    return {"rope_type": "linear", "rope_theta": rope.theta, "factor": rope.factor}
+
+
+def _linear_rope_from_hf(params: Mapping[str, Any]) -> RopeConfig:
+    return LinearRope(theta=float(params["rope_theta"]), factor=float(params["factor"]))
+
+
+def _dynamic_rope_to_hf(rope: DynamicNtkRope) -> dict[str, Any]:
+    # HF measures the length against `max_position_embeddings`, which export_llama checks is our original length.
+    return {"rope_type": "dynamic", "rope_theta": rope.theta, "factor": rope.factor}
+
+
+def _dynamic_rope_from_hf(params: Mapping[str, Any]) -> RopeConfig:
+    return DynamicNtkRope(theta=float(params["rope_theta"]), factor=float(params["factor"]),
+                          original_max_position_embeddings=int(params["original_max_position_embeddings"]))
+
+
+def _yarn_rope_to_hf(rope: YarnRope) -> dict[str, Any]:
+    out = {"rope_type": "yarn", "rope_theta": rope.theta, "factor": rope.factor,
+           "original_max_position_embeddings": rope.original_max_position_embeddings,
+           "beta_fast": rope.beta_fast, "beta_slow": rope.beta_slow, "truncate": rope.truncate}
+    optional = {"attention_factor": rope.attention_factor_override, "mscale": rope.mscale,
+                "mscale_all_dim": rope.mscale_all_dim}
+    return out | {key: value for key, value in optional.items() if value is not None}
+
+
+def _yarn_rope_from_hf(params: Mapping[str, Any]) -> RopeConfig:
+    def optional(key: str) -> float | None:
+        return None if params.get(key) is None else float(params[key])
+
+    return YarnRope(theta=float(params["rope_theta"]), factor=float(params["factor"]),
+                    original_max_position_embeddings=int(params["original_max_position_embeddings"]),
+                    beta_fast=float(params.get("beta_fast") or 32),  # HF's defaults, also for a stored null
+                    beta_slow=float(params.get("beta_slow") or 1),
+                    truncate=bool(params.get("truncate", True)),
+                    attention_factor_override=optional("attention_factor"), mscale=optional("mscale"),
+                    mscale_all_dim=optional("mscale_all_dim"))
+
+
+def _llama3_rope_to_hf(rope: Llama3Rope) -> dict[str, Any]:
+    return {"rope_type": "llama3", "rope_theta": rope.theta, "factor": rope.factor,
+            "low_freq_factor": rope.low_freq_factor, "high_freq_factor": rope.high_freq_factor,
+            "original_max_position_embeddings": rope.original_max_position_embeddings}
+
+
+def _llama3_rope_from_hf(params: Mapping[str, Any]) -> RopeConfig:
+    return Llama3Rope(theta=float(params["rope_theta"]), factor=float(params["factor"]),
+                      low_freq_factor=float(params["low_freq_factor"]),
+                      high_freq_factor=float(params["high_freq_factor"]),
+                      original_max_position_embeddings=int(params["original_max_position_embeddings"]))
+
+
+ROPE_TO_HF: dict[str, Callable[[Any], dict[str, Any]]] = {
+    "default": _default_rope_to_hf, "linear": _linear_rope_to_hf, "dynamic": _dynamic_rope_to_hf,
+    "yarn": _yarn_rope_to_hf, "llama3": _llama3_rope_to_hf}
+ROPE_FROM_HF: dict[str, Callable[[Mapping[str, Any]], RopeConfig]] = {
+    "default": _default_rope_from_hf, "linear": _linear_rope_from_hf, "dynamic": _dynamic_rope_from_hf,
+    "yarn": _yarn_rope_from_hf, "llama3": _llama3_rope_from_hf}
+
+_LLAMA_MAX_POSITION_EMBEDDINGS = 2048  # LlamaConfig's default
 
 
 def _hf_rope_parameters(hf: Mapping[str, Any]) -> dict[str, Any]:
@@ -89,6 +148,13 @@ def _hf_rope_parameters(hf: Mapping[str, Any]) -> dict[str, Any]:
     params = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
     params.setdefault("rope_type", params.pop("type", "default"))  # 4.x wrote `type` before `rope_type`
     params.setdefault("rope_theta", hf.get("rope_theta", 10000.0))  # LlamaConfig's default theta
+    max_positions = hf.get("max_position_embeddings", _LLAMA_MAX_POSITION_EMBEDDINGS)
+    if params["rope_type"] in ("llama3", "yarn"):  # as transformers' standardize_rope_params
+        params.setdefault("original_max_position_embeddings", max_positions)
+    if params["rope_type"] == "dynamic":  # transformers' dynamic NTK measures against max_position_embeddings
+        params["original_max_position_embeddings"] = max_positions
+    if params["rope_type"] == "yarn" and params.get("factor") is None:  # transformers' rule (DeepSeek-V3)
+        params["factor"] = max_positions / params["original_max_position_embeddings"]
     return params
 
 
@@ -110,6 +176,10 @@ def export_llama(model_cfg: ModelConfig, state_dict: Mapping[str, torch.Tensor],
         raise ValueError(f"torch_dtype: {torch_dtype!r} is not one of {', '.join(_DTYPES)}")
     if max_position_embeddings <= 0:
         raise ValueError(f"max_position_embeddings: must be positive, got {max_position_embeddings}")
+    rescale_beyond = model_cfg.rope.rescale_beyond()
+    if rescale_beyond is not None and rescale_beyond != max_position_embeddings:
+        raise ValueError(f"max_position_embeddings: must equal the {model_cfg.rope.kind!r} rope's original length "
+                         f"{rescale_beyond}, which transformers reads from it, got {max_position_embeddings}")
     hf_config = _llama_config(model_cfg, max_position_embeddings=max_position_embeddings, torch_dtype=torch_dtype)
     ours = _complete_tied(model_cfg, dict(state_dict), where="state_dict")
     _check_tensors(model_cfg, ours, where="state_dict")

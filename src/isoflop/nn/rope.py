@@ -9,6 +9,8 @@ to LlamaForCausalLM with no permutation of q/k weights.
 
 from __future__ import annotations
 
+import math
+
 from isoflop.config import Variant, config, require
 
 
@@ -18,13 +20,19 @@ class RopeConfig(Variant, family=True):
 
     default_kind = "default"
 
-    def inv_freq(self, head_dim: int) -> list[float]:
-        """The rotation frequency of each of the head_dim/2 pairs, for the training length."""
+    def inv_freq(self, head_dim: int, seq_len: int | None = None) -> list[float]:
+        """The rotation frequency of each of the head_dim/2 pairs. `seq_len` (the largest position + 1 of a
+        forward) matters only to kinds whose `rescale_beyond()` is not None; None means the training length."""
         raise NotImplementedError
 
     def attention_factor(self) -> float:
         """Scale applied to cos and sin (YaRN's mscale); 1 for plain RoPE."""
         return 1.0
+
+    def rescale_beyond(self) -> int | None:
+        """The length past which `inv_freq` depends on `seq_len` (dynamic NTK); None for kinds where it never
+        does, so the rotary module computes their frequencies once."""
+        return None
 
 
 @config
@@ -38,5 +46,199 @@ class DefaultRope(RopeConfig):
     def __post_init__(self) -> None:
         require(self.theta > 1.0, "theta", f"must be greater than 1, got {self.theta}")
 
-    def inv_freq(self, head_dim: int) -> list[float]:
+    def inv_freq(self, head_dim: int, seq_len: int | None = None) -> list[float]:
         return [self.theta ** (-(2 * i) / head_dim) for i in range(head_dim // 2)]
+
+
+def _ladder(theta: float, head_dim: int) -> list[float]:
+    """theta^(-2i/d) for i = 0 .. d/2 - 1: plain RoPE's frequencies (as Hugging Face computes them, in float64)."""
+    return [1.0 / theta ** ((2 * i) / head_dim) for i in range(head_dim // 2)]
+
+
+def _check_theta_factor(theta: float, factor: float) -> None:
+    require(theta > 1.0, "theta", f"must be greater than 1, got {theta}")
+    require(factor >= 1.0, "factor", f"must be at least 1, got {factor}")
+
+
+def _check_length(length: int) -> None:
+    require(length > 0, "original_max_position_embeddings", f"must be positive, got {length}")
+
+
+@config
+class LinearRope(RopeConfig):
+    """Position Interpolation (Chen et al. 2023, arXiv 2306.15595): positions m become m / factor, i.e. every
+    frequency is divided by `factor` (Hugging Face's rope_type "linear")."""
+
+    kind = "linear"
+    theta: float = 10000.0
+    """Base of the frequency ladder before interpolation."""
+    factor: float = 2.0
+    """Extension factor s = L'/L: new context length over the training length."""
+
+    def __post_init__(self) -> None:
+        _check_theta_factor(self.theta, self.factor)
+
+    def inv_freq(self, head_dim: int, seq_len: int | None = None) -> list[float]:
+        return [f / self.factor for f in _ladder(self.theta, head_dim)]
+
+
+@config
+class NtkRope(RopeConfig):
+    """Static NTK-aware scaling (bloc97 2023; Su, kexue.fm 9675): plain RoPE with base theta * s^(d/(d-2)), so the
+    lowest frequency is interpolated by s and the highest is kept. Hugging Face has no such type; it is its
+    "default" type with the scaled `rope_theta`."""
+
+    kind = "ntk"
+    theta: float = 10000.0
+    """Base of the frequency ladder before scaling."""
+    factor: float = 2.0
+    """Extension factor s: the base becomes theta * s^(d/(d-2))."""
+
+    def __post_init__(self) -> None:
+        _check_theta_factor(self.theta, self.factor)
+
+    def scaled_theta(self, head_dim: int) -> float:
+        """theta * factor^(d/(d-2)): the base of the equivalent plain RoPE."""
+        return self.theta * self.factor ** (head_dim / (head_dim - 2))
+
+    def inv_freq(self, head_dim: int, seq_len: int | None = None) -> list[float]:
+        return _ladder(self.scaled_theta(head_dim), head_dim)
+
+
+@config
+class DynamicNtkRope(RopeConfig):
+    """Dynamic NTK scaling (emozilla 2023; named in Peng et al. 2023, arXiv 2309.00071, §3.3), in Hugging Face's
+    form (rope_type "dynamic"): at a length l = max(seq_len, L) the base is
+    theta * (factor * l / L - (factor - 1))^(d/(d-2)); up to L it is plain RoPE."""
+
+    kind = "dynamic"
+    theta: float = 10000.0
+    """Base of the frequency ladder up to the original length."""
+    factor: float = 2.0
+    """Scaling factor of Hugging Face's formula (it equals the paper's s = l/L only when factor = 1)."""
+    original_max_position_embeddings: int = 2048
+    """L: the training length, past which the base grows with the sequence length (Hugging Face reads
+    `max_position_embeddings`)."""
+
+    def __post_init__(self) -> None:
+        _check_theta_factor(self.theta, self.factor)
+        _check_length(self.original_max_position_embeddings)
+
+    def inv_freq(self, head_dim: int, seq_len: int | None = None) -> list[float]:
+        length = self.original_max_position_embeddings
+        seq_len = length if seq_len is None else max(seq_len, length)
+        scale = self.factor * seq_len / length - (self.factor - 1)
+        return _ladder(self.theta * scale ** (head_dim / (head_dim - 2)), head_dim)
+
+    def rescale_beyond(self) -> int | None:
+        return self.original_max_position_embeddings
+
+
+@config
+class YarnRope(RopeConfig):
+    """YaRN (Peng et al. 2023, arXiv 2309.00071): NTK-by-parts interpolation plus an attention temperature.
+
+    Pairs whose wavelength is short against L keep their frequency, pairs with wavelength >= L are interpolated
+    by `factor`, with a linear ramp between, solved in pair-index space as Hugging Face does
+    (rope_type "yarn"). cos and sin are both scaled by the attention factor, 0.1 ln(factor) + 1 by default.
+    """
+
+    kind = "yarn"
+    theta: float = 10000.0
+    """Base of the frequency ladder."""
+    factor: float = 4.0
+    """Extension factor s: fully interpolated pairs get frequency theta_i / s."""
+    original_max_position_embeddings: int = 2048
+    """L: the training length the ramp is measured against."""
+    beta_fast: float = 32.0
+    """Pairs turning more than beta_fast times over L are not interpolated (the paper's beta)."""
+    beta_slow: float = 1.0
+    """Pairs turning fewer than beta_slow times over L are fully interpolated (the paper's alpha)."""
+    truncate: bool = True
+    """Round the ramp's ends outwards to whole pair indices (floor / ceil; Hugging Face's default); False keeps
+    the continuous ends of the paper's formula."""
+    attention_factor_override: float | None = None
+    """Scale of cos and sin, if given; otherwise derived from factor (and mscale / mscale_all_dim)."""
+    mscale: float | None = None
+    """DeepSeek's variant: with mscale_all_dim, the attention factor is m(s, mscale) / m(s, mscale_all_dim),
+    m(s, k) = 0.1 k ln s + 1."""
+    mscale_all_dim: float | None = None
+    """DeepSeek's variant: the denominator's coefficient (see mscale)."""
+
+    def __post_init__(self) -> None:
+        _check_theta_factor(self.theta, self.factor)
+        _check_length(self.original_max_position_embeddings)
+        require(self.beta_fast > self.beta_slow > 0, "beta_fast",
+                f"must exceed beta_slow > 0, got {self.beta_fast} and {self.beta_slow}")
+        require(self.attention_factor_override is None or self.attention_factor_override > 0,
+                "attention_factor_override", f"must be positive, got {self.attention_factor_override}")
+
+    def inv_freq(self, head_dim: int, seq_len: int | None = None) -> list[float]:
+        d, length = head_dim, self.original_max_position_embeddings
+
+        def pair_index(rotations: float) -> float:  # the pair that turns `rotations` times over L
+            return d * math.log(length / (rotations * 2 * math.pi)) / (2 * math.log(self.theta))
+
+        low, high = pair_index(self.beta_fast), pair_index(self.beta_slow)
+        if self.truncate:
+            low, high = math.floor(low), math.ceil(high)
+        low, high = max(low, 0), min(high, d - 1)
+        if low == high:
+            high += 0.001  # Hugging Face's guard against a zero-width ramp
+        out = []
+        for i, extrapolated in enumerate(_ladder(self.theta, d)):
+            ramp = min(max((i - low) / (high - low), 0.0), 1.0)  # 0: keep the frequency, 1: interpolate
+            out.append(extrapolated / self.factor * ramp + extrapolated * (1 - ramp))
+        return out
+
+    def attention_factor(self) -> float:
+        if self.attention_factor_override is not None:
+            return self.attention_factor_override
+
+        def m(scale: float, k: float = 1.0) -> float:
+            return 1.0 if scale <= 1 else 0.1 * k * math.log(scale) + 1.0
+
+        if self.mscale and self.mscale_all_dim:
+            return m(self.factor, self.mscale) / m(self.factor, self.mscale_all_dim)
+        return m(self.factor)
+
+
+@config
+class Llama3Rope(RopeConfig):
+    """Llama 3.1's frequency-dependent interpolation (Meta, "The Llama 3 Herd of Models", arXiv 2407.21783;
+    Hugging Face's rope_type "llama3"): with wavelength w = 2 pi / theta_i, pairs with w < L / high_freq_factor
+    keep theta_i, pairs with w > L / low_freq_factor get theta_i / factor, and pairs between blend the two
+    with weight (L / w - low_freq_factor) / (high_freq_factor - low_freq_factor)."""
+
+    kind = "llama3"
+    theta: float = 500000.0
+    """Base of the frequency ladder (Llama 3: 5e5)."""
+    factor: float = 8.0
+    """Interpolation factor of the low frequencies (Llama 3.1: 8)."""
+    low_freq_factor: float = 1.0
+    """Wavelengths above L / low_freq_factor are fully interpolated (Llama 3.1: 1)."""
+    high_freq_factor: float = 4.0
+    """Wavelengths below L / high_freq_factor are kept (Llama 3.1: 4)."""
+    original_max_position_embeddings: int = 8192
+    """L: the training length (Llama 3: 8192)."""
+
+    def __post_init__(self) -> None:
+        _check_theta_factor(self.theta, self.factor)
+        _check_length(self.original_max_position_embeddings)
+        require(self.high_freq_factor > self.low_freq_factor > 0, "high_freq_factor",
+                f"must exceed low_freq_factor > 0, got {self.high_freq_factor} and {self.low_freq_factor}")
+
+    def inv_freq(self, head_dim: int, seq_len: int | None = None) -> list[float]:
+        length = self.original_max_position_embeddings
+        low_wavelen, high_wavelen = length / self.low_freq_factor, length / self.high_freq_factor
+        out = []
+        for f in _ladder(self.theta, head_dim):
+            wavelen = 2 * math.pi / f
+            if wavelen < high_wavelen:
+                out.append(f)
+            elif wavelen > low_wavelen:
+                out.append(f / self.factor)
+            else:
+                smooth = (length / wavelen - self.low_freq_factor) / (self.high_freq_factor - self.low_freq_factor)
+                out.append((1 - smooth) * f / self.factor + smooth * f)
+        return out

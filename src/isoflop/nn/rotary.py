@@ -13,15 +13,23 @@ class Rotary(nn.Module):
 
     def __init__(self, rope: RopeConfig, head_dim: int):
         super().__init__()
+        self.rope, self.head_dim = rope, head_dim
         self.attention_factor = rope.attention_factor()
+        # Kinds whose frequencies depend on the sequence length (dynamic NTK) recompute them past this length.
+        self.rescale_beyond = rope.rescale_beyond()
         inv_freq = torch.tensor(rope.inv_freq(head_dim), dtype=torch.float32)
         # Not persistent: derived from the config, so it is never stale in a checkpoint.
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def forward(self, start: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin of shape (length, head_dim) for positions start .. start + length - 1."""
-        positions = torch.arange(start, start + length, device=self.inv_freq.device, dtype=torch.float32)
-        freqs_TH = torch.outer(positions, self.inv_freq)  # H = head_dim / 2
+        inv_freq = self.inv_freq
+        if self.rescale_beyond is not None and start + length > self.rescale_beyond:
+            # As Hugging Face's dynamic_rope_update: frequencies for the current length, max position + 1.
+            inv_freq = torch.tensor(self.rope.inv_freq(self.head_dim, start + length), dtype=torch.float32,
+                                    device=inv_freq.device)
+        positions = torch.arange(start, start + length, device=inv_freq.device, dtype=torch.float32)
+        freqs_TH = torch.outer(positions, inv_freq)  # H = head_dim / 2
         angles_TD = torch.cat((freqs_TH, freqs_TH), dim=-1)
         return angles_TD.cos() * self.attention_factor, angles_TD.sin() * self.attention_factor
 

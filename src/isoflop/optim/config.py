@@ -53,3 +53,63 @@ class AdamWConfig(OptimConfig):
 
         return torch.optim.AdamW(decay_groups(model, self.weight_decay), lr=self.lr, betas=self.betas,
                                  eps=self.eps, fused=self.fused)
+
+
+@config
+class LionConfig(OptimConfig):
+    """Lion (Chen et al. 2023): sign of an interpolated momentum, decoupled decay. See optim/lion.py.
+
+    Lion wants an lr 3-10x smaller and a weight decay 3-10x larger than AdamW's; set them explicitly.
+    """
+
+    kind = "lion"
+    betas: tuple[float, float] = (0.9, 0.99)
+    """(beta1, beta2): beta1 interpolates the update direction, beta2 is the momentum decay (LMs: (0.95, 0.98))."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(all(0 <= b <= 1 for b in self.betas), "betas", f"each must be in [0, 1], got {self.betas}")
+
+    def build(self, model: nn.Module) -> torch.optim.Optimizer:
+        from isoflop.optim.lion import Lion
+        from isoflop.optim.param_groups import decay_groups
+
+        return Lion(decay_groups(model, self.weight_decay), lr=self.lr, betas=self.betas,
+                    weight_decay=self.weight_decay)
+
+
+@config
+class TigerConfig(OptimConfig):
+    """Tiger (Su 2023): Lion with one beta, RMS-relative lr, half lr for norms and biases. See optim/tiger.py."""
+
+    kind = "tiger"
+    lr: float = 1e-3
+    """Peak relative learning rate alpha: matrices step by alpha * RMS(theta) (reference: 1e-3 to 2e-3)."""
+    weight_decay: float = 0.01
+    """Decoupled weight decay for matrices and embeddings (norm gains and biases get none)."""
+    beta: float = 0.965
+    """Momentum decay (0.965 for language, 0.945 for vision)."""
+    rms_scaling: bool = True
+    """Scale the lr by the tensor's RMS (per row for embeddings); False makes Tiger Lion with beta1 = beta2."""
+    rms_floor: float = 0.0
+    """Lower bound on that RMS so zero-initialised tensors can move (not in the reference; 0 = off)."""
+    grad_accum_steps: int = 1
+    """Micro-steps (optimizer.step() calls) per parameter update, accumulated in the momentum itself."""
+    nan_guard: bool = True
+    """On a NaN/inf gradient, keep the momentum and shrink the weights towards their centre instead."""
+    shrink: float = 0.99
+    """The NaN guard's shrink factor s: theta <- (theta - c) * s + c, c = 1 for norm gains, else 0."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(0 <= self.beta < 1, "beta", f"must be in [0, 1), got {self.beta}")
+        require(self.rms_floor >= 0, "rms_floor", f"must be non-negative, got {self.rms_floor}")
+        require(self.grad_accum_steps >= 1, "grad_accum_steps", f"must be >= 1, got {self.grad_accum_steps}")
+        require(0 < self.shrink <= 1, "shrink", f"must be in (0, 1], got {self.shrink}")
+
+    def build(self, model: nn.Module) -> torch.optim.Optimizer:
+        from isoflop.optim.tiger import Tiger, tiger_groups
+
+        return Tiger(tiger_groups(model, self.weight_decay), lr=self.lr, beta=self.beta,
+                     weight_decay=self.weight_decay, rms_scaling=self.rms_scaling, rms_floor=self.rms_floor,
+                     grad_accum_steps=self.grad_accum_steps, nan_guard=self.nan_guard, shrink=self.shrink)
