@@ -10,9 +10,11 @@ from isoflop.config import ConfigError, field_docs
 from isoflop.nn.rope import (
     DefaultRope,
     DynamicNtkRope,
+    LeakyReRope,
     LinearRope,
     Llama3Rope,
     NtkRope,
+    ReRope,
     RopeConfig,
     YarnRope,
 )
@@ -161,6 +163,8 @@ KINDS = [
     YarnRope(theta=100.0, factor=4.0, original_max_position_embeddings=16),
     YarnRope(theta=100.0, factor=4.0, original_max_position_embeddings=16, truncate=False),
     Llama3Rope(theta=100.0, factor=4.0, original_max_position_embeddings=16),
+    ReRope(theta=100.0, window=4),
+    LeakyReRope(theta=100.0, window=4, k=4.0),
 ]
 
 

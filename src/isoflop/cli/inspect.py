@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from isoflop.cli.common import print_json, require_run_dir
 from isoflop.config import ConfigError
@@ -15,6 +16,22 @@ def add_eval_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batches", type=int, default=None, help="validation batches (default: the run's eval.batches)")
     parser.add_argument("--step", type=int, default=None, help="evaluate this checkpoint (default: the newest)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seq-len", default=None, metavar="L1,L2,...",
+                        help="evaluate at these sequence lengths (a list of results; each batch holds about as "
+                             "many tokens as at the training length)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override the run's config for evaluation, e.g. --set model.rope.kind=yarn "
+                             "--set model.rope.factor=8 (repeatable)")
+
+
+def parse_seq_lens(text: str) -> list[int]:
+    try:
+        lengths = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError("--seq-len", f"expected comma-separated integers, got {text!r}") from None
+    if not lengths or any(n < 1 for n in lengths):
+        raise ConfigError("--seq-len", f"expected positive lengths, got {text!r}")
+    return lengths
 
 
 def eval_run(args: argparse.Namespace) -> int:
@@ -26,15 +43,19 @@ def eval_run(args: argparse.Namespace) -> int:
     from isoflop.train.evaluate import evaluate
 
     run = require_run_dir(args.run)
-    cfg = load_config(run)
+    cfg = load_config(run, args.overrides)
+    seq_lens = parse_seq_lens(args.seq_len) if args.seq_len is not None else None
     step = int(checkpoint_path(run, args.step).name.split("_")[1])
-    model = load_model(run, device=args.device, step=step)
+    model = load_model(run, device=args.device, step=step, overrides=args.overrides)
     tokenizer = load_tokenizer(run)
     data = prepare(cfg.data)
     n_batches = args.batches or cfg.eval.batches
     if n_batches < 1:
         raise ConfigError("--batches", f"must be positive, got {n_batches}")
     micro = cfg.train.micro_batch_size or cfg.train.batch_size
+    if seq_lens is not None:
+        return _eval_lengths(args, run, step, cfg, model, data, token_bytes(tokenizer, cfg.model_config.vocab_size),
+                             seq_lens, micro, n_batches)
     batches = val_batches(data.tokens("val"), cfg.data.seq_len, micro, n_batches)
     result = evaluate(model, batches, token_bytes(tokenizer, cfg.model_config.vocab_size),
                       device=torch.device(args.device), precision="fp32")
@@ -84,4 +105,33 @@ def sample(args: argparse.Namespace) -> int:
     text = tokenizer.decode(out_BT[0].tolist()).decode("utf-8", errors="replace")
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
+    return 0
+
+
+def _eval_lengths(args: argparse.Namespace, run: Any, step: int, cfg: Any, model: Any, data: Any,
+                  bytes_V: Any, seq_lens: list[int], micro: int, n_batches: int) -> int:
+    """One evaluation per sequence length; a batch at length L holds max(1, micro * T_train // L) sequences."""
+    import torch
+
+    from isoflop.data.loader import n_windows, val_batches
+    from isoflop.train.evaluate import evaluate
+
+    tokens = data.tokens("val")
+    results = []
+    for length in seq_lens:
+        if n_windows(len(tokens), length) < 1:
+            raise ConfigError("--seq-len", f"the validation split ({len(tokens):,} tokens) is too short for {length}")
+        batch = max(1, micro * cfg.data.seq_len // length)
+        r = evaluate(model, val_batches(tokens, length, batch, n_batches), bytes_V,
+                     device=torch.device(args.device), precision="fp32")
+        results.append({"seq_len": length, "val_loss": r["val_loss"], "val_bpb": r["val_bpb"],
+                        "val_tokens": r["val_tokens"]})
+    if args.json:
+        print_json(results)
+    else:
+        rope = cfg.model.rope.kind
+        print(f"{run} step {step} (rope {rope}, trained at {cfg.data.seq_len}):")
+        for r in results:
+            print(f"  seq_len {r['seq_len']:>6}: val loss {r['val_loss']:.4f}, {r['val_bpb']:.4f} bits/byte "
+                  f"over {r['val_tokens']:,} tokens")
     return 0

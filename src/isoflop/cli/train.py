@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from isoflop.cli.common import add_config_args, load_experiment, print_json
 from isoflop.config import ConfigError
+
+if TYPE_CHECKING:
+    from isoflop.train.spec import ExperimentConfig
 
 
 def add_train_args(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +51,8 @@ def add_info_args(parser: argparse.ArgumentParser) -> None:
     add_config_args(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--world-size", type=int, default=1, help="plan for this many data-parallel ranks")
+    parser.add_argument("--plot-schedule", metavar="FILE.png", default=None,
+                        help="also write a PNG of the learning rate over the run's optimizer steps")
 
 
 def info(args: argparse.Namespace) -> int:
@@ -56,6 +63,8 @@ def info(args: argparse.Namespace) -> int:
     if args.world_size < 1:
         raise ConfigError("--world-size", f"must be at least 1, got {args.world_size}")
     plan = resolve_plan(cfg, args.world_size)
+    if args.plot_schedule is not None:
+        plot_schedule(cfg, plan.steps, args.plot_schedule)
     model = cfg.model_config
     out = {
         "params": param_groups(model).to_dict(),
@@ -75,3 +84,35 @@ def info(args: argparse.Namespace) -> int:
     print(f"FLOPs per token at seq_len {f['seq_len']}: forward {f['forward']:,}, training {f['training']:,}")
     print(describe(plan))
     return 0
+
+
+def plot_schedule(cfg: ExperimentConfig, steps: int, path: str) -> Path:
+    """A PNG of lr(step) = optim.lr * schedule multiplier for steps 0 .. steps-1 (matplotlib Agg, bare Figure)."""
+    out = Path(path)
+    if not out.parent.is_dir():
+        raise ConfigError("--plot-schedule", f"directory {str(out.parent)!r} does not exist")
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ConfigError("--plot-schedule", "plotting needs matplotlib (pip install matplotlib)") from None
+    lrs = [cfg.optim.lr * cfg.schedule.multiplier(s, steps) for s in range(steps)]
+    fig = Figure(figsize=(7, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.plot(range(steps), lrs, color="tab:blue", lw=1.5)
+    warm = cfg.schedule.warmup_steps(steps)
+    if warm:
+        ax.axvline(warm - 1, color="gray", ls=":", lw=1, label=f"warmup ends: peak at step {warm - 1}")
+        ax.legend(loc="upper right")
+    ax.set_xlim(0, max(steps - 1, 1))
+    ax.set_ylim(0, max(max(lrs), 1e-12) * 1.18)  # headroom for the legend above the peak
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("learning rate")
+    ax.set_title(f"{cfg.schedule.kind} schedule, {cfg.optim.kind} peak lr {cfg.optim.lr:g}, {steps:,} steps")
+    ax.grid(True, alpha=0.3)
+    try:
+        fig.savefig(out, dpi=120)
+    except OSError as e:
+        raise ConfigError("--plot-schedule", f"cannot write {str(out)!r}: {e.strerror or e}") from None
+    return out

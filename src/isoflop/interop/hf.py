@@ -201,6 +201,8 @@ def _check_llama_compatible(cfg: ModelConfig) -> None:
     if cfg.rope.kind not in ROPE_TO_HF:
         raise ValueError(f"model.rope.kind: no Llama rope_parameters mapping for {cfg.rope.kind!r} "
                          f"(mapped: {', '.join(sorted(ROPE_TO_HF))})")
+    if cfg.rope.log_n_length is not None:
+        raise ValueError(f"model.rope.log_n_length: Llama has no log-n query scaling, got {cfg.rope.log_n_length}")
 
 
 def _llama_config(cfg: ModelConfig, *, max_position_embeddings: int, torch_dtype: str) -> Any:

@@ -1,7 +1,7 @@
 """Causal self-attention through scaled_dot_product_attention, with grouped-query heads and a KV cache.
 
 Shape legend: B batch, T new tokens, S all cached tokens (prefix + new), D model width,
-N query heads, K key/value heads, H head dim.
+N query heads, K key/value heads, H head dim. The ReRoPE kinds, which do not fit SDPA, use rerope.py.
 """
 
 from __future__ import annotations
@@ -53,13 +53,12 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(n_heads * self.head_dim, d_model, bias=False)
 
     def forward(self, x_BTD: torch.Tensor, cos_TH: torch.Tensor, sin_TH: torch.Tensor,
-                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        B, T, _ = x_BTD.shape
-        q_BNTH = self.q_proj(x_BTD).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-        k_BKTH = self.k_proj(x_BTD).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
-        v_BKTH = self.v_proj(x_BTD).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+                cache: KVCache | None = None, layer: int = 0, q_scale_T1: torch.Tensor | None = None) -> torch.Tensor:
+        """`q_scale_T1`: per-position query factors (log-n scaling), or None."""
+        q_BNTH, k_BKTH, v_BKTH = self.project(x_BTD, q_scale_T1)
         q_BNTH, k_BKTH = apply_rotary(q_BNTH, cos_TH, sin_TH), apply_rotary(k_BKTH, cos_TH, sin_TH)
 
+        T = x_BTD.shape[1]
         prefix = 0
         if cache is not None:
             prefix = cache.length
@@ -74,4 +73,20 @@ class Attention(nn.Module):
             causal = False
         y_BNTH = F.scaled_dot_product_attention(q_BNTH, k_BKTH, v_BKTH, attn_mask=mask, is_causal=causal,
                                                 enable_gqa=self.kv_heads != self.n_heads)
+        return self.merge(y_BNTH)
+
+    def project(self, x_BTD: torch.Tensor, q_scale_T1: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Unrotated queries (B, N, T, H), scaled by `q_scale_T1` if given, keys and values (B, K, T, H)."""
+        B, T, _ = x_BTD.shape
+        q_BNTH = self.q_proj(x_BTD).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k_BKTH = self.k_proj(x_BTD).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        v_BKTH = self.v_proj(x_BTD).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        if q_scale_T1 is not None:
+            q_BNTH = (q_BNTH * q_scale_T1).to(q_BNTH.dtype)
+        return q_BNTH, k_BKTH, v_BKTH
+
+    def merge(self, y_BNTH: torch.Tensor) -> torch.Tensor:
+        """The output projection of the heads' outputs (B, N, T, H) -> (B, T, D)."""
+        B, _, T, _ = y_BNTH.shape
         return self.o_proj(y_BNTH.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))

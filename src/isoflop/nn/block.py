@@ -22,6 +22,6 @@ class Block(nn.Module):
         self.ffn = ffn
 
     def forward(self, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        x_BTD = x_BTD + self.attention(self.attention_norm(x_BTD), cos, sin, cache, layer)
+                cache: KVCache | None = None, layer: int = 0, q_scale_T1: torch.Tensor | None = None) -> torch.Tensor:
+        x_BTD = x_BTD + self.attention(self.attention_norm(x_BTD), cos, sin, cache, layer, q_scale_T1)
         return x_BTD + self.ffn(self.ffn_norm(x_BTD))

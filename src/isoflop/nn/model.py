@@ -1,6 +1,7 @@
 """TransformerLM: token embedding -> blocks -> RMSNorm -> output head (tied or untied).
 
-`model(tokens_BT)` returns logits (B, T, V). Generation passes a KVCache (see generate.py).
+`model(tokens_BT)` returns logits (B, T, V). Generation passes a KVCache (see generate.py). ReRoPE kinds get
+their own attention (rerope.py), whose cache holds unrotated keys.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from isoflop.nn.attention import Attention, KVCache
 from isoflop.nn.block import Block
 from isoflop.nn.config import ModelConfig
 from isoflop.nn.norm import RMSNorm
+from isoflop.nn.rerope import ReRopeAttention
 from isoflop.nn.rotary import Rotary
 
 
@@ -24,7 +26,7 @@ class TransformerLM(nn.Module):
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.rotary = Rotary(cfg.rope, cfg.head_dim)
         self.layers = nn.ModuleList(
-            Block(attention=Attention(cfg.d_model, cfg.n_heads, cfg.kv_heads),
+            Block(attention=_attention(cfg),
                   ffn=cfg.ffn.build(cfg.d_model, cfg.ffn_hidden_size), d_model=cfg.d_model,
                   norm_eps=cfg.norm_eps)
             for _ in range(cfg.n_layers)
@@ -51,14 +53,17 @@ class TransformerLM(nn.Module):
         for module in self.modules():  # a second pass: modules() visits parents before their children
             for name in getattr(module, "residual_projections", ()):
                 nn.init.normal_(getattr(module, name).weight, 0.0, residual_std)
-        self.rotary.inv_freq.copy_(torch.tensor(self.cfg.rope.inv_freq(self.cfg.head_dim)))
+        for module in self.modules():  # the model's Rotary, and ReRoPE attention's own
+            if isinstance(module, Rotary):
+                module.inv_freq.copy_(torch.tensor(self.cfg.rope.inv_freq(self.cfg.head_dim)))
 
     def forward(self, tokens_BT: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         start = cache.length if cache is not None else 0
         cos, sin = self.rotary(start, tokens_BT.shape[1])
+        q_scale_T1 = self.rotary.query_scale(start, tokens_BT.shape[1])  # None unless log-n scaling
         x_BTD = self.embed(tokens_BT)
         for i, layer in enumerate(self.layers):
-            x_BTD = layer(x_BTD, cos, sin, cache, i)
+            x_BTD = layer(x_BTD, cos, sin, cache, i, q_scale_T1)
         if cache is not None:
             cache.advance(tokens_BT.shape[1])
         return self.lm_head(self.norm(x_BTD))
@@ -67,3 +72,10 @@ class TransformerLM(nn.Module):
         p = self.embed.weight
         return KVCache(self.cfg.n_layers, batch, self.cfg.kv_heads, max_len, self.cfg.head_dim,
                        dtype=p.dtype, device=p.device)
+
+
+def _attention(cfg: ModelConfig) -> Attention:
+    """Plain SDPA attention, or the two-pass / unrotated-cache attention of the ReRoPE kinds."""
+    if cfg.rope.clipped_window() is None:
+        return Attention(cfg.d_model, cfg.n_heads, cfg.kv_heads)
+    return ReRopeAttention(cfg.d_model, cfg.n_heads, cfg.kv_heads, cfg.rope)

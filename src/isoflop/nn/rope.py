@@ -20,6 +20,26 @@ class RopeConfig(Variant, family=True):
 
     default_kind = "default"
 
+    log_n_length: int | None = None
+    """Log-n query scaling (Su, kexue.fm 8823 and 9708), on any kind: None is off; an integer L (the training
+    length) multiplies the query at 0-based position p by max(1, ln(p + 1) / ln L), so positions up to L are
+    unchanged."""
+
+    def __post_init__(self) -> None:
+        require(self.log_n_length is None or self.log_n_length >= 2, "log_n_length",
+                f"must be at least 2 (or None), got {self.log_n_length}")
+
+    def query_scale(self, position: int) -> float:
+        """The log-n factor of the query at 0-based `position` (1 when log-n scaling is off)."""
+        if self.log_n_length is None:
+            return 1.0
+        return max(1.0, math.log(position + 1) / math.log(self.log_n_length))
+
+    def clipped_window(self) -> tuple[int, float] | None:
+        """(window w, slope) for kinds that clip relative positions (ReRoPE: r -> w + (r - w) * slope past w),
+        which need their own attention; None for the kinds plain attention serves."""
+        return None
+
     def inv_freq(self, head_dim: int, seq_len: int | None = None) -> list[float]:
         """The rotation frequency of each of the head_dim/2 pairs. `seq_len` (the largest position + 1 of a
         forward) matters only to kinds whose `rescale_beyond()` is not None; None means the training length."""
@@ -44,6 +64,7 @@ class DefaultRope(RopeConfig):
     """Base of the frequency ladder (Llama 2: 1e4, Llama 3: 5e5)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         require(self.theta > 1.0, "theta", f"must be greater than 1, got {self.theta}")
 
     def inv_freq(self, head_dim: int, seq_len: int | None = None) -> list[float]:
@@ -76,6 +97,7 @@ class LinearRope(RopeConfig):
     """Extension factor s = L'/L: new context length over the training length."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check_theta_factor(self.theta, self.factor)
 
     def inv_freq(self, head_dim: int, seq_len: int | None = None) -> list[float]:
@@ -95,6 +117,7 @@ class NtkRope(RopeConfig):
     """Extension factor s: the base becomes theta * s^(d/(d-2))."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check_theta_factor(self.theta, self.factor)
 
     def scaled_theta(self, head_dim: int) -> float:
@@ -121,6 +144,7 @@ class DynamicNtkRope(RopeConfig):
     `max_position_embeddings`)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check_theta_factor(self.theta, self.factor)
         _check_length(self.original_max_position_embeddings)
 
@@ -166,6 +190,7 @@ class YarnRope(RopeConfig):
     """DeepSeek's variant: the denominator's coefficient (see mscale)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check_theta_factor(self.theta, self.factor)
         _check_length(self.original_max_position_embeddings)
         require(self.beta_fast > self.beta_slow > 0, "beta_fast",
@@ -223,6 +248,7 @@ class Llama3Rope(RopeConfig):
     """L: the training length (Llama 3: 8192)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check_theta_factor(self.theta, self.factor)
         _check_length(self.original_max_position_embeddings)
         require(self.high_freq_factor > self.low_freq_factor > 0, "high_freq_factor",
@@ -242,3 +268,55 @@ class Llama3Rope(RopeConfig):
                 smooth = (length / wavelen - self.low_freq_factor) / (self.high_freq_factor - self.low_freq_factor)
                 out.append((1 - smooth) * f / self.factor + smooth * f)
         return out
+
+
+@config
+class ReRope(RopeConfig):
+    """ReRoPE (Su, kexue.fm 9708): the relative position m - n is clipped at a window w, so attention uses the
+    rotation by min(m - n, w). Plain RoPE frequencies theta^(-2i/d). Prefill attends in two passes (plain RoPE
+    inside the window, a fixed rotation w outside); cached decoding keeps keys unrotated (see nn/rerope.py).
+    Not exportable to Hugging Face."""
+
+    kind = "rerope"
+    theta: float = 10000.0
+    """Base of the frequency ladder."""
+    window: int = 512
+    """w: relative positions from w on are clipped (Su's best: 1/4 to 1/2 of the training length)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.theta > 1.0, "theta", f"must be greater than 1, got {self.theta}")
+        require(self.window >= 1, "window", f"must be at least 1, got {self.window}")
+
+    def inv_freq(self, head_dim: int, seq_len: int | None = None) -> list[float]:
+        return [self.theta ** (-(2 * i) / head_dim) for i in range(head_dim // 2)]
+
+    def slope(self) -> float:
+        """Growth of the relative position past the window: 0 for ReRoPE."""
+        return 0.0
+
+    def relative_position(self, distance: float) -> float:
+        """The position used for a query `distance` = m - n >= 0 tokens after its key."""
+        if distance < self.window:
+            return distance
+        return self.window + (distance - self.window) * self.slope()
+
+    def clipped_window(self) -> tuple[int, float] | None:
+        return self.window, self.slope()
+
+
+@config
+class LeakyReRope(ReRope):
+    """Leaky ReRoPE (Su, kexue.fm 9708): past the window w the relative position grows with slope 1/k,
+    w + (m - n - w) / k; k = 1 is plain RoPE and k -> infinity is ReRoPE."""
+
+    kind = "leaky_rerope"
+    k: float = 16.0
+    """The slope past the window is 1/k (Su's default 16)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.k >= 1.0, "k", f"must be at least 1, got {self.k}")
+
+    def slope(self) -> float:
+        return 1.0 / self.k

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from isoflop.config import Variant, config, require
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import torch
     from torch import nn
 
@@ -56,7 +58,48 @@ class AdamWConfig(OptimConfig):
 
 
 @config
-class LionConfig(OptimConfig):
+class SignOptimConfig(OptimConfig):
+    """Knobs shared by the sign optimizers (Lion, Tiger): the embedding-anomaly remedies (see optim/mixed.py).
+
+    Under a sign optimizer a rare token's embedding row keeps moving by full sign steps after the token was
+    last seen and drifts to ±1/weight_decay (Su, kexue.fm 9736). A tied output head gives the embedding dense
+    gradients, which removes the cause; `embeddings` offers the two remedies for an untied input embedding.
+    """
+
+    embeddings: Literal["sign", "lazy", "adamw"] = "sign"
+    """Input-embedding rule: "sign" (like any matrix), "lazy" (update only the rows of tokens in the batch:
+    absent rows keep weights and momentum), or "adamw" (AdamW for the embedding, the sign rule elsewhere)."""
+    embedding_lr_scale: float = 1.0
+    """With embeddings = "adamw": AdamW's lr as a multiple of the scheduled lr (AdamW wants 3-10x Lion's)."""
+    embedding_weight_decay: float | None = None
+    """With embeddings = "adamw": AdamW's decoupled weight decay for the embedding (None = `weight_decay`)."""
+    embedding_betas: tuple[float, float] = (0.9, 0.95)
+    """With embeddings = "adamw": AdamW's (beta1, beta2)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.embedding_lr_scale > 0, "embedding_lr_scale",
+                f"must be positive, got {self.embedding_lr_scale}")
+        require(self.embedding_weight_decay is None or self.embedding_weight_decay >= 0,
+                "embedding_weight_decay", f"must be non-negative, got {self.embedding_weight_decay}")
+        require(all(0 <= b < 1 for b in self.embedding_betas), "embedding_betas",
+                f"each must be in [0, 1), got {self.embedding_betas}")
+
+    def _with_embeddings(self, groups: list[dict], make: Callable[[list[dict]], torch.optim.Optimizer]
+                         ) -> torch.optim.Optimizer:
+        """`make(groups)`, with the embedding group marked lazy or handed to AdamW as `embeddings` says."""
+        from isoflop.optim.mixed import with_adamw_embeddings
+
+        if self.embeddings == "lazy":
+            return make([{**g, "lazy": g.get("role") == "embedding"} for g in groups])
+        if self.embeddings == "adamw":
+            return with_adamw_embeddings(groups, make, lr=self.lr, weight_decay=self.embedding_weight_decay,
+                                         lr_scale=self.embedding_lr_scale, betas=self.embedding_betas, eps=1e-8)
+        return make(groups)
+
+
+@config
+class LionConfig(SignOptimConfig):
     """Lion (Chen et al. 2023): sign of an interpolated momentum, decoupled decay. See optim/lion.py.
 
     Lion wants an lr 3-10x smaller and a weight decay 3-10x larger than AdamW's; set them explicitly.
@@ -72,14 +115,18 @@ class LionConfig(OptimConfig):
 
     def build(self, model: nn.Module) -> torch.optim.Optimizer:
         from isoflop.optim.lion import Lion
+        from isoflop.optim.mixed import split_embeddings
         from isoflop.optim.param_groups import decay_groups
 
-        return Lion(decay_groups(model, self.weight_decay), lr=self.lr, betas=self.betas,
-                    weight_decay=self.weight_decay)
+        groups = decay_groups(model, self.weight_decay)
+        if self.embeddings != "sign":
+            groups = split_embeddings(groups, model)
+        return self._with_embeddings(groups, lambda gs: Lion(gs, lr=self.lr, betas=self.betas,
+                                                             weight_decay=self.weight_decay))
 
 
 @config
-class TigerConfig(OptimConfig):
+class TigerConfig(SignOptimConfig):
     """Tiger (Su 2023): Lion with one beta, RMS-relative lr, half lr for norms and biases. See optim/tiger.py."""
 
     kind = "tiger"
@@ -106,10 +153,13 @@ class TigerConfig(OptimConfig):
         require(self.rms_floor >= 0, "rms_floor", f"must be non-negative, got {self.rms_floor}")
         require(self.grad_accum_steps >= 1, "grad_accum_steps", f"must be >= 1, got {self.grad_accum_steps}")
         require(0 < self.shrink <= 1, "shrink", f"must be in (0, 1], got {self.shrink}")
+        require(self.embeddings == "sign" or self.grad_accum_steps == 1, "embeddings",
+                f"{self.embeddings!r} embeddings need grad_accum_steps = 1")
 
     def build(self, model: nn.Module) -> torch.optim.Optimizer:
         from isoflop.optim.tiger import Tiger, tiger_groups
 
-        return Tiger(tiger_groups(model, self.weight_decay), lr=self.lr, beta=self.beta,
-                     weight_decay=self.weight_decay, rms_scaling=self.rms_scaling, rms_floor=self.rms_floor,
-                     grad_accum_steps=self.grad_accum_steps, nan_guard=self.nan_guard, shrink=self.shrink)
+        return self._with_embeddings(tiger_groups(model, self.weight_decay), lambda gs: Tiger(
+            gs, lr=self.lr, beta=self.beta, weight_decay=self.weight_decay, rms_scaling=self.rms_scaling,
+            rms_floor=self.rms_floor, grad_accum_steps=self.grad_accum_steps, nan_guard=self.nan_guard,
+            shrink=self.shrink))

@@ -23,6 +23,9 @@ class Lion(torch.optim.Optimizer):
 
     `decoupled_weight_decay=True` divides λ by the initial lr (as lion_pytorch does), so the decay per step
     follows the schedule's lr ratio rather than the lr itself.
+
+    A parameter group with `lazy=True` (an input embedding; see `lazy_rows`) updates only the rows whose
+    gradient row is non-zero: the remedy for the sign optimizers' embedding anomaly.
     """
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.99),
@@ -47,21 +50,50 @@ class Lion(torch.optim.Optimizer):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            grads = [p.grad for p in params]
             for p in params:
                 if not self.state[p]:
                     self.state[p]["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            exp_avgs = [self.state[p]["exp_avg"] for p in params]
-            lr, wd = group["lr"], group["weight_decay"]
-            beta1, beta2 = group["betas"]
-            if self.decoupled_weight_decay:
-                wd = wd / self._init_lr
-            if wd != 0:
-                torch._foreach_mul_(params, 1.0 - lr * wd)
-            update = torch._foreach_mul(exp_avgs, beta1)
-            torch._foreach_add_(update, grads, alpha=1.0 - beta1)
-            torch._foreach_sign_(update)
-            torch._foreach_add_(params, update, alpha=-lr)
-            torch._foreach_mul_(exp_avgs, beta2)
-            torch._foreach_add_(exp_avgs, grads, alpha=1.0 - beta2)
+            if group.get("lazy", False):
+                for p in params:
+                    lazy_rows(p, self.state[p]["exp_avg"],
+                              lambda ps, gs, ms, group=group: self._apply(group, ps, gs, ms))
+                continue
+            self._apply(group, params, [p.grad for p in params], [self.state[p]["exp_avg"] for p in params])
         return loss
+
+    def _apply(self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor],
+               exp_avgs: list[torch.Tensor]) -> None:
+        lr, wd = group["lr"], group["weight_decay"]
+        beta1, beta2 = group["betas"]
+        if self.decoupled_weight_decay:
+            wd = wd / self._init_lr
+        if wd != 0:
+            torch._foreach_mul_(params, 1.0 - lr * wd)
+        update = torch._foreach_mul(exp_avgs, beta1)
+        torch._foreach_add_(update, grads, alpha=1.0 - beta1)
+        torch._foreach_sign_(update)
+        torch._foreach_add_(params, update, alpha=-lr)
+        torch._foreach_mul_(exp_avgs, beta2)
+        torch._foreach_add_(exp_avgs, grads, alpha=1.0 - beta2)
+
+
+def present_rows(grad: torch.Tensor) -> torch.Tensor:
+    """Indices of the rows (first dim) of `grad` holding any non-zero entry: the tokens in the batch."""
+    return grad.reshape(grad.shape[0], -1).ne(0).any(dim=1).nonzero().squeeze(1)
+
+
+def lazy_rows(param: torch.Tensor, exp_avg: torch.Tensor,
+              apply: Callable[[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]], None]) -> None:
+    """Lazy (sparse) update of an embedding matrix: `apply(params, grads, exp_avgs)` runs the optimizer's
+    rule on copies of the rows whose gradient row is non-zero, which are then written back. Rows of tokens
+    absent from the batch are untouched: no decay, no sign step, no momentum change (Su, kexue.fm 9736)."""
+    rows = present_rows(param.grad)
+    if rows.numel() == 0:
+        return
+    if rows.numel() == param.shape[0]:
+        apply([param], [param.grad], [exp_avg])
+        return
+    sub_p, sub_m = param.index_select(0, rows), exp_avg.index_select(0, rows)
+    apply([sub_p], [param.grad.index_select(0, rows)], [sub_m])
+    param.index_copy_(0, rows, sub_p)
+    exp_avg.index_copy_(0, rows, sub_m)

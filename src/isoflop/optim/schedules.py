@@ -120,3 +120,51 @@ class WSDSchedule(ScheduleConfig):
         shaped = {"linear": progress, "sqrt": math.sqrt(progress),
                   "cosine": 0.5 * (1 - math.cos(math.pi * progress))}[self.shape]
         return 1.0 - (1.0 - self.floor) * shaped
+
+
+@config
+class ConstantCooldownSchedule(WSDSchedule):
+    """Constant at the peak, then a final cooldown to `floor` over the last `decay` fraction of the run.
+
+    This is exactly warmup-stable-decay, so it is WSD under the name the literature also uses for it
+    (Hägele et al. 2024, "constant LR with cooldown"): the same knobs (`decay` is the cooldown fraction,
+    `shape` its curve) and the same multipliers; only the `kind` differs.
+    """
+
+    kind = "constant_cooldown"
+
+
+@config
+class InverseSqrtSchedule(ScheduleConfig):
+    """Inverse square root (Vaswani et al. 2017; T5): after warmup the multiplier is sqrt(W / n) for the
+    n-th step (n = step + 1), W = max(warmup steps, 1), so it is 1 at the end of warmup and falls as
+    1 / sqrt(n). An optional cooldown over the last `cooldown` fraction of the run then decays linearly
+    from the value reached there to `floor` at the last step (Zhai et al. 2022's rsqrt + cooldown).
+    """
+
+    kind = "inverse_sqrt"
+    cooldown: float = 0.0
+    """Fraction of the run's steps spent in the final linear cooldown (0 = none: the 1/sqrt curve to the end)."""
+    floor: float = 0.0
+    """Multiplier at the last step of the cooldown (unused without one)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_floor(self.floor)
+        require(0 <= self.cooldown <= 1, "cooldown", f"must be a fraction in [0, 1], got {self.cooldown}")
+        require(self.warmup + self.cooldown <= 1, "cooldown", "warmup + cooldown exceed the whole run")
+
+    def _rsqrt(self, step: int, warm: int) -> float:
+        return math.sqrt(max(warm, 1) / (step + 1))
+
+    def multiplier(self, step: int, total_steps: int) -> float:
+        warm = self.warmup_steps(total_steps)
+        if step < warm:
+            return (step + 1) / warm
+        cool_steps = round(self.cooldown * total_steps)
+        cool_start = total_steps - cool_steps
+        if cool_steps == 0 or step < cool_start:
+            return self._rsqrt(step, warm)
+        start = self._rsqrt(cool_start - 1, warm) if cool_start > warm else 1.0
+        progress = (step - cool_start + 1) / cool_steps
+        return start + (self.floor - start) * progress

@@ -8,17 +8,21 @@ from typing import Any
 
 import torch
 
-from isoflop.config import ConfigError
+from isoflop.config import ConfigError, apply_overrides
 from isoflop.nn.model import TransformerLM
 from isoflop.train import checkpoint
 from isoflop.train.spec import ExperimentConfig
 
 
-def load_config(run_dir: str | Path) -> ExperimentConfig:
+def load_config(run_dir: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """The run's config, with `--set`-style `overrides` (e.g. "model.rope.kind=yarn") applied on top."""
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise ConfigError(str(run_dir), "not a run directory (no config.json)")
-    return ExperimentConfig.from_dict(json.loads(path.read_text()))
+    data = json.loads(path.read_text())
+    if overrides:
+        data = apply_overrides(data, overrides, ExperimentConfig)
+    return ExperimentConfig.from_dict(data)
 
 
 def checkpoint_path(run_dir: str | Path, step: int | None = None) -> Path:
@@ -33,9 +37,11 @@ def checkpoint_path(run_dir: str | Path, step: int | None = None) -> Path:
     return path
 
 
-def load_model(run_dir: str | Path, *, device: str = "cpu", step: int | None = None) -> TransformerLM:
-    """The run's model with its newest (or `step`) weights, in eval mode on `device`."""
-    cfg = load_config(run_dir)
+def load_model(run_dir: str | Path, *, device: str = "cpu", step: int | None = None,
+               overrides: list[str] | None = None) -> TransformerLM:
+    """The run's model with its newest (or `step`) weights, in eval mode on `device`. `overrides` change the
+    config the model is built from (say a RoPE kind switched at eval time); the weights must still fit."""
+    cfg = load_config(run_dir, overrides)
     model_state, _, _ = checkpoint.load(checkpoint_path(run_dir, step), with_optimizer=False)
     model = cfg.model_config.build()
     model.load_state_dict(model_state, strict=True)
