@@ -15,7 +15,6 @@ file) or from ../shared/data/ next to the repository.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import statistics
@@ -28,6 +27,7 @@ import scipy
 from scipy.optimize import minimize
 
 from isoflop.science.fit import Objective, fit_chinchilla, hoffmann_grid, prepare
+from isoflop.science.records import load_records
 
 FILENAME = "epoch_chinchilla_svg_extracted_data.csv"
 
@@ -40,13 +40,12 @@ def default_data() -> Path:
     return Path(__file__).resolve().parents[2] / "shared" / "data" / FILENAME
 
 
+EPOCH_COLUMNS = "N=Model Size,C=Training FLOP,L=loss"  # D = C / (6N)
+
+
 def load(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    with path.open() as fh:
-        rows = list(csv.DictReader(fh))
-    N = np.array([float(r["Model Size"]) for r in rows])
-    C = np.array([float(r["Training FLOP"]) for r in rows])
-    L = np.array([float(r["loss"]) for r in rows])
-    return N, C / (6.0 * N), L
+    records = load_records([path], columns=EPOCH_COLUMNS)
+    return records.N, records.D, records.L
 
 
 def scipy_loop(obj: Objective, starts: np.ndarray) -> tuple[float, np.ndarray, int]:

@@ -13,8 +13,8 @@ import torch
 
 from isoflop.interop import hf
 from isoflop.interop.hf import export_llama, import_llama, model_config_from_llama
-from isoflop.nn.config import ModelConfig
 from isoflop.nn.rope import DynamicNtkRope, LinearRope, Llama3Rope, NtkRope, YarnRope
+from tests.interop.test_hf import _model as seeded_model
 
 transformers = pytest.importorskip("transformers")
 
@@ -37,14 +37,7 @@ ROPES = {
 
 
 def _model(rope, seed: int = 0):
-    cfg = ModelConfig(vocab_size=VOCAB, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, rope=rope)
-    torch.manual_seed(seed)
-    model = cfg.build().eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.uniform_(0.5, 1.5)
-    return cfg, model
+    return seeded_model(seed, n_kv_heads=2, rope=rope)
 
 
 def _max_positions(rope) -> int:

@@ -6,7 +6,6 @@ runs (reference §2, acceptance checks 1-6 and 12 of §6) read the shared file a
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from isoflop.science.fit import (
     prepare,
 )
 from isoflop.science.laws import PRESETS, ChinchillaLaw
+from isoflop.science.records import load_records
 
 TRUE = ChinchillaLaw(E=1.8, A=480.0, B=2100.0, alpha=0.35, beta=0.37)
 HOFFMANN_TEX = PRESETS["hoffmann-tex"]
@@ -233,12 +233,8 @@ def epoch_data():
     path = _shared_csv()
     if path is None:
         pytest.skip(f"{FILENAME} not found (set ISOFLOP_SHARED_DATA)")
-    with path.open() as fh:
-        rows = list(csv.DictReader(fh))
-    N = np.array([float(r["Model Size"]) for r in rows])
-    C = np.array([float(r["Training FLOP"]) for r in rows])
-    L = np.array([float(r["loss"]) for r in rows])
-    return N, C / (6 * N), L
+    records = load_records([path], columns="N=Model Size,C=Training FLOP,L=loss")  # D = C / (6N)
+    return records.N, records.D, records.L
 
 
 @pytest.fixture(scope="module")
