@@ -9,6 +9,7 @@ from dataclasses import field
 from typing import TYPE_CHECKING
 
 from isoflop.config import Config, Variant, config, require
+from isoflop.nn.mod_config import MoDConfig, NoMoD
 from isoflop.nn.rope import DefaultRope, RopeConfig
 
 if TYPE_CHECKING:
@@ -21,8 +22,13 @@ class FFNConfig(Variant, family=True):
 
     default_kind = "dense"
 
-    def build(self, d_model: int, hidden: int) -> nn.Module:
+    def build(self, d_model: int, hidden: int, layer: int = 0) -> nn.Module:
+        """The FFN of block `layer` (0-based): a kind may place different modules in different blocks."""
         raise NotImplementedError
+
+    def is_sparse(self, layer: int) -> bool:
+        """True when block `layer` holds a routed (MoE) FFN."""
+        return False
 
 
 @config
@@ -32,7 +38,7 @@ class DenseFFN(FFNConfig):
 
     kind = "dense"
 
-    def build(self, d_model: int, hidden: int) -> nn.Module:
+    def build(self, d_model: int, hidden: int, layer: int = 0) -> nn.Module:
         from isoflop.nn.mlp import SwiGLU
 
         return SwiGLU(d_model, hidden)
@@ -56,7 +62,9 @@ class ModelConfig(Config):
     ffn_hidden: int | None = None
     """Hidden width of the SwiGLU MLP. None: 8/3 * d_model rounded up to a multiple of 64 (Llama)."""
     ffn: FFNConfig = field(default_factory=DenseFFN)
-    """The feed-forward slot of every block (`dense`; MoE kinds plug in here)."""
+    """The feed-forward slot of every block: `dense`, or `moe` (nn/moe_config.py)."""
+    mod: MoDConfig = field(default_factory=NoMoD)
+    """Mixture of Depths: `none`, or `topk` routing of every other block (nn/mod_config.py)."""
     rope: RopeConfig = field(default_factory=DefaultRope)
     """Rotary position embedding variant."""
     tie_embeddings: bool = False
@@ -104,3 +112,7 @@ class ModelConfig(Config):
         if self.vocab_size is None:
             raise ValueError("model.vocab_size is unresolved; build from ExperimentConfig.model_config")
         return TransformerLM(self)
+
+
+# Registers the `moe` FFN kind (it subclasses FFNConfig, so it is imported after it).
+from isoflop.nn import moe_config as _moe_config  # noqa: E402, F401

@@ -36,7 +36,10 @@ class ParamGroups:
     active: int
     attention: int
     ffn: int
+    """FFN slots, MoE routers and shared experts included."""
     norms: int
+    mod_routers: int = 0
+    """Mixture-of-Depths routers and predictors."""
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -63,33 +66,66 @@ def attention_params(cfg: ModelConfig) -> int:
     return 2 * cfg.d_model * cfg.d_model + 2 * cfg.d_model * cfg.kv_heads * cfg.head_dim
 
 
-def ffn_params(cfg: ModelConfig) -> tuple[int, int]:
-    """(total, active) parameters of one block's FFN slot."""
-    if cfg.ffn.kind == "dense":
-        n = 3 * cfg.d_model * cfg.ffn_hidden_size
-        return n, n
+def ffn_params(cfg: ModelConfig, layer: int = 0) -> tuple[int, int]:
+    """(total, active) parameters of block `layer`'s FFN slot. Active counts what one token passes through:
+    for MoE the router, the shared experts and top_k routed experts (expert choice: `capacity` experts on
+    average; no-op experts cost nothing, so with uniform load a token meets top_k * (E - noop) / E real ones)."""
+    dense = 3 * cfg.d_model * cfg.ffn_hidden_size
+    if cfg.ffn.kind == "dense" or not cfg.ffn.is_sparse(layer):
+        return dense, dense
+    if cfg.ffn.kind == "moe":
+        moe = cfg.ffn
+        expert = 3 * cfg.d_model * moe.hidden(cfg.ffn_hidden_size)
+        real = moe.experts - moe.noop_experts
+        router = cfg.d_model * moe.experts
+        shared = moe.shared_experts * expert + (cfg.d_model if moe.shared_gate else 0)
+        per_token = moe.router.capacity if moe.router.kind == "expert_choice" else moe.top_k
+        active = router + shared + round(per_token * real / moe.experts * expert)
+        return router + shared + real * expert, active
     raise NotImplementedError(f"counting has no rule for ffn kind {cfg.ffn.kind!r}")
+
+
+def mod_router_params(cfg: ModelConfig, layer: int) -> int:
+    """Parameters of MoD's router (D -> 1) and predictor (D -> D/2 -> 1) on a routed block, else 0."""
+    if not cfg.mod.is_routed(layer):
+        return 0
+    predictor = cfg.d_model * (cfg.d_model // 2) + cfg.d_model // 2 if cfg.mod.predictor else 0
+    return cfg.d_model + predictor
 
 
 def param_groups(cfg: ModelConfig) -> ParamGroups:
     vocab_matrix = cfg.vocab_size * cfg.d_model
     embedding = vocab_matrix if cfg.tie_embeddings else 2 * vocab_matrix
     attention = cfg.n_layers * attention_params(cfg)
-    ffn_total, ffn_active = ffn_params(cfg)
+    ffn_total = ffn_active = routers = 0
+    for layer in range(cfg.n_layers):
+        total, active = ffn_params(cfg, layer)
+        ffn_total, ffn_active = ffn_total + total, ffn_active + active
+        routers += mod_router_params(cfg, layer)
     norms = (2 * cfg.n_layers + 1) * cfg.d_model
-    non_embedding = attention + cfg.n_layers * ffn_total + norms
+    non_embedding = attention + ffn_total + norms + routers
     total = embedding + non_embedding
-    active = total - cfg.n_layers * (ffn_total - ffn_active)
+    active = total - (ffn_total - ffn_active)
     return ParamGroups(total=total, embedding=embedding, non_embedding=non_embedding, active=active,
-                       attention=attention, ffn=cfg.n_layers * ffn_total, norms=norms)
+                       attention=attention, ffn=ffn_total, norms=norms, mod_routers=routers)
 
 
 def flops_per_token(cfg: ModelConfig, seq_len: int) -> FlopsPerToken:
-    """FLOPs one token costs at context length `seq_len`, by the convention in the module docstring."""
-    _, ffn_active = ffn_params(cfg)
+    """FLOPs one token costs at context length `seq_len`, by the convention in the module docstring.
+
+    A MoD-routed block processes k = floor(capacity * T) of the T tokens: its matmuls cost k/T per token on
+    average and its attention square is k x k, i.e. (k/T)^2 of the dense square; its router and predictor see
+    every token."""
     head = cfg.vocab_size * cfg.d_model
-    matmul_params = cfg.n_layers * (attention_params(cfg) + ffn_active) + head
-    attention_forward = 4 * cfg.n_layers * seq_len * cfg.n_heads * cfg.head_dim
+    matmul = float(head)
+    attention_forward = 0.0
+    per_square = 4 * seq_len * cfg.n_heads * cfg.head_dim  # one layer's T x T attention, per token
+    for layer in range(cfg.n_layers):
+        block = attention_params(cfg) + ffn_params(cfg, layer)[1]
+        share = cfg.mod.selected(seq_len) / seq_len if cfg.mod.is_routed(layer) else 1.0
+        matmul += share * block + mod_router_params(cfg, layer)
+        attention_forward += share * share * per_square
+    matmul_params, attention_forward = round(matmul), round(attention_forward)
     forward = 2 * matmul_params + attention_forward
     return FlopsPerToken(forward=forward, training=3 * forward, matmul_params=matmul_params,
                          attention_forward=attention_forward, seq_len=seq_len)

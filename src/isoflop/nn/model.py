@@ -2,6 +2,12 @@
 
 `model(tokens_BT)` returns logits (B, T, V). Generation passes a KVCache (see generate.py). ReRoPE kinds get
 their own attention (rerope.py), whose cache holds unrotated keys.
+
+Routed modules (MoE layers, MoD blocks) talk to the trainer through plain attributes, set on each forward:
+    aux_loss: Tensor | None       their weighted auxiliary loss (in the graph), summed by `aux_loss()`
+    stats: dict[str, Tensor]      detached scalars for metrics.jsonl, gathered by `routing_stats()`
+and optionally define `after_optimizer_step()` (e.g. the aux-loss-free bias update), `non_causal_reason()`
+(why the module cannot be used for sampling, or None) and a `causal_routing` flag that sampling switches on.
 """
 
 from __future__ import annotations
@@ -25,12 +31,7 @@ class TransformerLM(nn.Module):
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.rotary = Rotary(cfg.rope, cfg.head_dim)
-        self.layers = nn.ModuleList(
-            Block(attention=_attention(cfg),
-                  ffn=cfg.ffn.build(cfg.d_model, cfg.ffn_hidden_size), d_model=cfg.d_model,
-                  norm_eps=cfg.norm_eps)
-            for _ in range(cfg.n_layers)
-        )
+        self.layers = nn.ModuleList(_block(cfg, i) for i in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
@@ -68,10 +69,61 @@ class TransformerLM(nn.Module):
             cache.advance(tokens_BT.shape[1])
         return self.lm_head(self.norm(x_BTD))
 
+    # ------------------------------------------------------------------ routed modules (MoE, MoD)
+    def aux_loss(self) -> torch.Tensor | None:
+        """The sum of the routed modules' auxiliary losses from the last forward, or None when there are none."""
+        losses = [m.aux_loss for m in self.modules() if getattr(m, "aux_loss", None) is not None
+                  and isinstance(m.aux_loss, torch.Tensor)]
+        return torch.stack(losses).sum() if losses else None
+
+    def routing_stats(self) -> dict[str, float]:
+        """Metrics of the last forward, keyed `<layer index>.<module path>.<name>` -> float."""
+        out: dict[str, float] = {}
+        for name, module in self.named_modules():
+            for key, value in getattr(module, "stats", {}).items():
+                out[f"{name.removeprefix('layers.')}.{key}"] = float(value)
+        return out
+
+    def after_optimizer_step(self) -> None:
+        for module in self.modules():
+            if module is not self and hasattr(module, "after_optimizer_step"):
+                module.after_optimizer_step()
+
+    def routing_load_buffers(self) -> list[torch.Tensor]:
+        """Per-module load counters (buffers named `load_since_step`) the trainer sums across ranks before
+        `after_optimizer_step`, so balancing sees the global batch."""
+        return [b for name, b in self.named_buffers() if name.rsplit(".", 1)[-1] == "load_since_step"]
+
+    def non_causal_reason(self) -> str | None:
+        """Why this model's routing looks at other tokens and so cannot sample, or None when it can."""
+        for module in self.modules():
+            reason = module.non_causal_reason() if module is not self and hasattr(module, "non_causal_reason") \
+                else None
+            if reason:
+                return reason
+        return None
+
+    def use_causal_routing(self, enabled: bool = True) -> None:
+        """Switch routed modules to their causal rule (MoD's predictor) for sampling, or back."""
+        for module in self.modules():
+            if hasattr(module, "causal_routing"):
+                module.causal_routing = enabled
+
     def new_cache(self, batch: int, max_len: int) -> KVCache:
         p = self.embed.weight
         return KVCache(self.cfg.n_layers, batch, self.cfg.kv_heads, max_len, self.cfg.head_dim,
                        dtype=p.dtype, device=p.device)
+
+
+def _block(cfg: ModelConfig, layer: int) -> nn.Module:
+    """Block `layer`: attention and the FFN kind's module for that layer, wrapped by MoD's router if routed."""
+    block = Block(attention=_attention(cfg), ffn=cfg.ffn.build(cfg.d_model, cfg.ffn_hidden_size, layer),
+                  d_model=cfg.d_model, norm_eps=cfg.norm_eps)
+    if not cfg.mod.is_routed(layer):
+        return block
+    from isoflop.nn.mod import RoutedBlock
+
+    return RoutedBlock(block, cfg.mod, cfg.d_model)
 
 
 def _attention(cfg: ModelConfig) -> Attention:

@@ -44,6 +44,7 @@ def train_loop(model: nn.Module, optimizer: torch.optim.Optimizer, plan: RunPlan
                callbacks: LoopCallbacks, elapsed_s: float = 0.0, log_every: int = 1) -> float:
     """Run steps start_step .. plan.steps - 1; return the wall time spent, including `elapsed_s` before."""
     params = [p for p in model.parameters() if p.requires_grad]
+    core = parallel.unwrap(model)  # the TransformerLM: its routed modules report aux losses and stats
     model.train()
     last_log = time.perf_counter()
     tokens_since_log = 0
@@ -53,17 +54,25 @@ def train_loop(model: nn.Module, optimizer: torch.optim.Optimizer, plan: RunPlan
             group["lr"] = lr
         inputs_BT, targets_BT = callbacks.next_batch()
         loss_sum = torch.zeros((), device=ctx.device)
+        aux_sum = torch.zeros((), device=ctx.device)
         for micro, (x_BT, y_BT) in enumerate(zip(inputs_BT.chunk(plan.grad_accum), targets_BT.chunk(plan.grad_accum), strict=True)):
             x_BT, y_BT = x_BT.to(ctx.device, non_blocking=True), y_BT.to(ctx.device, non_blocking=True)
             with parallel.gradient_sync(model, micro == plan.grad_accum - 1), autocast(ctx.device, precision):
                 logits_BTV = model(x_BT)
                 loss = F.cross_entropy(logits_BTV.float().flatten(0, 1), y_BT.flatten()) / plan.grad_accum
-                loss.backward()
+                aux = core.aux_loss() if hasattr(core, "aux_loss") else None
+                aux = aux / plan.grad_accum if aux is not None else None
+                (loss + aux if aux is not None else loss).backward()
             loss_sum += loss.detach()
+            if aux is not None:
+                aux_sum += aux.detach()
         max_norm = grad_clip if grad_clip is not None else math.inf
         grad_norm = parallel.local_tensor(torch.nn.utils.clip_grad_norm_(params, max_norm))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if hasattr(core, "after_optimizer_step"):
+            parallel.sum_across_ranks_(core.routing_load_buffers(), ctx)  # balance on the global load
+            core.after_optimizer_step()
 
         loss_value = float(parallel.mean_across_ranks(loss_sum, ctx))
         if not math.isfinite(loss_value):
@@ -77,7 +86,16 @@ def train_loop(model: nn.Module, optimizer: torch.optim.Optimizer, plan: RunPlan
                 "step": done, "loss": loss_value, "lr": lr, "grad_norm": float(grad_norm),
                 "tokens": done * plan.tokens_per_step, "flops": done * plan.tokens_per_step * plan.flops_per_token,
                 "tokens_per_s": tokens_since_log / max(now - last_log, 1e-9), "elapsed_s": elapsed_s,
+                **_routing_record(core, aux_sum, ctx),
             })
             last_log, tokens_since_log = time.perf_counter(), 0
         callbacks.after_step(done)
     return elapsed_s
+
+
+def _routing_record(core: nn.Module, aux_sum: torch.Tensor, ctx: parallel.DistContext) -> dict[str, Any]:
+    """The aux loss of the step and the routed modules' stats of its last micro-batch (empty for dense models)."""
+    stats = core.routing_stats() if hasattr(core, "routing_stats") else {}
+    if not stats and not aux_sum.item():
+        return {}
+    return {"aux_loss": float(parallel.mean_across_ranks(aux_sum, ctx)), **stats}

@@ -108,6 +108,13 @@ def mean_across_ranks(value: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     return value
 
 
+def sum_across_ranks_(tensors: list[torch.Tensor], ctx: DistContext) -> None:
+    """Sum each tensor over all ranks, in place (nothing to do on one process)."""
+    if ctx.distributed:
+        for t in tensors:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+
+
 def barrier(ctx: DistContext) -> None:
     if ctx.distributed:
         dist.barrier()
