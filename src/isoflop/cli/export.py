@@ -17,7 +17,7 @@ def add_export_args(parser: argparse.ArgumentParser) -> None:
 
 
 def export(args: argparse.Namespace) -> int:
-    from isoflop.interop.hf import export_llama
+    from isoflop.interop.hf_moe import export_hf, hf_architecture
     from isoflop.train.artifacts import load_config, load_model
 
     run = require_run_dir(args.run)
@@ -25,10 +25,15 @@ def export(args: argparse.Namespace) -> int:
     if out.exists() and any(out.iterdir()):
         raise ConfigError(args.out, "exists and is not empty")
     cfg = load_config(run)
-    model = load_model(run, step=args.step)
     try:
-        export_llama(cfg.model_config, model.state_dict(), out, max_position_embeddings=cfg.data.seq_len)
+        hf_architecture(cfg.model_config)  # refuse what no class holds before reading any weights
     except ValueError as e:
         raise ConfigError(str(run), str(e)) from None
-    print(f"exported {run} to {out} (LlamaForCausalLM)")
+    model = load_model(run, step=args.step)
+    try:
+        # Llama for dense FFNs, Mixtral or Qwen2-MoE for MoE ones (interop/hf_moe.py)
+        arch = export_hf(cfg.model_config, model.state_dict(), out, max_position_embeddings=cfg.data.seq_len)
+    except ValueError as e:
+        raise ConfigError(str(run), str(e)) from None
+    print(f"exported {run} to {out} ({arch})")
     return 0

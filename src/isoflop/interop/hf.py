@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from isoflop.config import ConfigError
 from isoflop.nn.config import ModelConfig
 from isoflop.nn.model import TransformerLM
 from isoflop.nn.rope import DefaultRope, DynamicNtkRope, LinearRope, Llama3Rope, RopeConfig, YarnRope
@@ -172,14 +173,7 @@ def export_llama(model_cfg: ModelConfig, state_dict: Mapping[str, torch.Tensor],
     cast to `torch_dtype`. `out_dir` must not exist or be empty; it appears whole or not at all.
     """
     _check_llama_compatible(model_cfg)
-    if torch_dtype not in _DTYPES:
-        raise ValueError(f"torch_dtype: {torch_dtype!r} is not one of {', '.join(_DTYPES)}")
-    if max_position_embeddings <= 0:
-        raise ValueError(f"max_position_embeddings: must be positive, got {max_position_embeddings}")
-    rescale_beyond = model_cfg.rope.rescale_beyond()
-    if rescale_beyond is not None and rescale_beyond != max_position_embeddings:
-        raise ValueError(f"max_position_embeddings: must equal the {model_cfg.rope.kind!r} rope's original length "
-                         f"{rescale_beyond}, which transformers reads from it, got {max_position_embeddings}")
+    _check_export_args(model_cfg, max_position_embeddings=max_position_embeddings, torch_dtype=torch_dtype)
     hf_config = _llama_config(model_cfg, max_position_embeddings=max_position_embeddings, torch_dtype=torch_dtype)
     ours = _complete_tied(model_cfg, dict(state_dict), where="state_dict")
     _check_tensors(model_cfg, ours, where="state_dict")
@@ -195,14 +189,37 @@ def export_llama(model_cfg: ModelConfig, state_dict: Mapping[str, torch.Tensor],
     _write_dir_atomically(Path(out_dir), write)
 
 
+def _check_export_args(cfg: ModelConfig, *, max_position_embeddings: int, torch_dtype: str) -> None:
+    """The export arguments every architecture shares (hf_moe.py uses it too)."""
+    if torch_dtype not in _DTYPES:
+        raise ValueError(f"torch_dtype: {torch_dtype!r} is not one of {', '.join(_DTYPES)}")
+    if max_position_embeddings <= 0:
+        raise ValueError(f"max_position_embeddings: must be positive, got {max_position_embeddings}")
+    rescale_beyond = cfg.rope.rescale_beyond()
+    if rescale_beyond is not None and rescale_beyond != max_position_embeddings:
+        raise ValueError(f"max_position_embeddings: must equal the {cfg.rope.kind!r} rope's original length "
+                         f"{rescale_beyond}, which transformers reads from it, got {max_position_embeddings}")
+
+
 def _check_llama_compatible(cfg: ModelConfig) -> None:
     if cfg.ffn.kind != "dense":
         raise ValueError(f"model.ffn.kind: a Llama checkpoint holds only 'dense' FFNs, got {cfg.ffn.kind!r}")
+    _check_llama_attention(cfg)
+
+
+def _check_llama_attention(cfg: ModelConfig) -> None:
+    """What Llama's attention, RoPE and head cannot hold (shared with Mixtral and Qwen2-MoE in hf_moe.py)."""
     if cfg.rope.kind not in ROPE_TO_HF:
         raise ValueError(f"model.rope.kind: no Llama rope_parameters mapping for {cfg.rope.kind!r} "
                          f"(mapped: {', '.join(sorted(ROPE_TO_HF))})")
     if cfg.rope.log_n_length is not None:
         raise ValueError(f"model.rope.log_n_length: Llama has no log-n query scaling, got {cfg.rope.log_n_length}")
+    if cfg.layout.kind != "full":
+        raise ConfigError("model.layout.kind", f"Llama attends to the whole prefix with RoPE in every layer; "
+                                               f"layout {cfg.layout.kind!r} (window / NoPE layers) cannot be held")
+    if cfg.tied_init in ("projection", "half_swap"):
+        raise ConfigError("model.tied_init", f"{cfg.tied_init!r} changes the head's input, which Llama's tied "
+                                             "head cannot hold (only 'normal' and 'ln_vocab', which are inits)")
 
 
 def _llama_config(cfg: ModelConfig, *, max_position_embeddings: int, torch_dtype: str) -> Any:

@@ -26,6 +26,11 @@ class RouterConfig(Variant, family=True):
     #: True when the selection of a token depends only on that token (needed for sampling)
     token_choice: ClassVar[bool] = True
 
+    @property
+    def uses_selection_bias(self) -> bool:
+        """True when the router keeps a per-expert selection bias (a buffer, moved after each optimizer step)."""
+        return False
+
 
 @config
 class SoftmaxTopK(RouterConfig):
@@ -36,6 +41,17 @@ class SoftmaxTopK(RouterConfig):
 
     renormalize: bool = True
     """Rescale each token's top-k gates to sum to 1 (Mixtral). False: keep the softmax probabilities."""
+    bias_update_rate: float = 0.0
+    """> 0: add a per-expert bias to the probabilities for *selection only*, moved by sign(mean load - load) *
+    rate after each optimizer step, as the sigmoid_bias router does. `isoflop expand` turns it on: new experts
+    start with bias -1 (never selected, so outputs on old data are unchanged) and enter as their bias rises."""
+
+    def __post_init__(self) -> None:
+        require(self.bias_update_rate >= 0, "bias_update_rate", f"must be >= 0, got {self.bias_update_rate}")
+
+    @property
+    def uses_selection_bias(self) -> bool:
+        return self.bias_update_rate > 0
 
 
 @config
@@ -50,6 +66,10 @@ class SigmoidBias(RouterConfig):
     """Step of the bias update (DeepSeek-V3 / torchtitan default 1e-3)."""
     renormalize: bool = True
     """Rescale each token's selected sigmoid scores to sum to 1 (DeepSeek-V3)."""
+
+    @property
+    def uses_selection_bias(self) -> bool:
+        return True
 
     def __post_init__(self) -> None:
         require(self.bias_update_rate >= 0, "bias_update_rate", f"must be >= 0, got {self.bias_update_rate}")
@@ -102,8 +122,8 @@ class MoEFFN(FFNConfig):
     z_loss_weight: float = 1e-3
     """c_z of the router z-loss mean(logsumexp(logits)^2) (ST-MoE, Zoph et al. 2022: 1e-3). 0 disables it."""
     frozen_experts: int = 0
-    """The first this-many experts and their router rows are frozen (lifelong expansion): held as buffers,
-    never updated."""
+    """The first this-many experts and their router rows are frozen (lifelong expansion): parameters with
+    requires_grad=False (counted in the model's parameters, never updated by the optimizer)."""
     router: RouterConfig = field(default_factory=SoftmaxTopK)
     """How tokens are matched to experts."""
 
@@ -123,6 +143,10 @@ class MoEFFN(FFNConfig):
         require(self.z_loss_weight >= 0, "z_loss_weight", f"must be >= 0, got {self.z_loss_weight}")
         require(0 <= self.frozen_experts < self.experts, "frozen_experts",
                 f"must be in 0..experts-1={self.experts - 1}, got {self.frozen_experts}")
+        require(self.frozen_experts + self.noop_experts < self.experts, "frozen_experts",
+                f"frozen_experts + noop_experts must leave a trainable expert of the {self.experts}")
+        require(self.capacity_factor is None or self.router.token_choice, "capacity_factor",
+                "applies to token-choice routers only (expert choice sets its load by router.capacity)")
 
     def is_sparse(self, layer: int) -> bool:
         return (layer + 1) % self.every == 0
