@@ -25,3 +25,11 @@ class Block(nn.Module):
                 cache: KVCache | None = None, layer: int = 0, q_scale_T1: torch.Tensor | None = None) -> torch.Tensor:
         x_BTD = x_BTD + self.attention(self.attention_norm(x_BTD), cos, sin, cache, layer, q_scale_T1)
         return x_BTD + self.ffn(self.ffn_norm(x_BTD))
+
+    def residual_update(self, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                        cache: KVCache | None = None, layer: int = 0,
+                        q_scale_T1: torch.Tensor | None = None) -> torch.Tensor:
+        """f with block(x) = x + f(x): attention's and the FFN's contributions together. Mixture of Depths
+        (mod.py) scales f by its router weight; equal to `forward(x) - x` up to float rounding."""
+        a_BTD = self.attention(self.attention_norm(x_BTD), cos, sin, cache, layer, q_scale_T1)
+        return a_BTD + self.ffn(self.ffn_norm(x_BTD + a_BTD))

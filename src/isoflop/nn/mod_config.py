@@ -54,4 +54,5 @@ class TopKMoD(MoDConfig):
 
     def selected(self, seq_len: int) -> int:
         """k: tokens a routed block processes in a sequence of `seq_len` (at least 1)."""
-        return max(1, int(self.capacity * seq_len))
+        # rounded first: 0.29 * 100 is 28.999999999999996 in floats, and the paper's k is 29
+        return max(1, int(round(self.capacity * seq_len, 9)))

@@ -1,0 +1,50 @@
+"""Mixture of Depths end to end: the trainer logs routing stats; `isoflop sample` switches to the causal rule,
+and refuses (exit 2, one line) a MoD run that has none."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from isoflop.cli import main
+from isoflop.cli.common import load_experiment
+from isoflop.train.run import run_training
+from tests.conftest import tiny_overrides
+
+
+def _train(run, corpus, steps, extra):
+    cfg = load_experiment("tiny", tiny_overrides(corpus, steps) + ["model.mod.kind=topk", *extra])
+    with open(os.devnull, "w") as devnull:
+        run_training(cfg, run, stream=devnull)
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_trainer_logs_routing_stats_and_sample_uses_the_causal_rule(tmp_path, corpus_dir, cache_dir, capsys):
+    run = tmp_path / "mod"
+    records = _train(run, corpus_dir, 8, [])
+    train = [r for r in records if r["kind"] == "train"]
+    assert [r["step"] for r in train] == list(range(1, 9))
+    last = train[-1]
+    # tiny has 2 layers: block 1 is routed; seq_len 32 at capacity 0.125 routes 4 tokens.
+    assert last["1.selected_fraction"] == pytest.approx(4 / 32)
+    assert 0.0 <= last["1.predictor_accuracy"] <= 1.0 and "1.router_accuracy" in last
+    assert last["aux_loss"] > 0  # the predictor's BCE
+    capsys.readouterr()
+    args = ["sample", str(run), "--prompt", "def ", "--max-new-tokens", "12", "--temperature", "0"]
+    assert main(args) == 0
+    cached = capsys.readouterr().out
+    assert main([*args, "--no-cache"]) == 0
+    assert capsys.readouterr().out == cached and cached.startswith("def ")
+
+
+def test_sample_refuses_mod_without_a_causal_rule(tmp_path, corpus_dir, cache_dir, capsys):
+    run = tmp_path / "mod_no_rule"
+    _train(run, corpus_dir, 4, ["model.mod.predictor=false", "model.mod.aux_bce_weight=0"])
+    capsys.readouterr()
+    assert main(["sample", str(run), "--prompt", "def ", "--max-new-tokens", "4"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1
+    assert "model.mod has neither a predictor nor aux_bce_weight > 0" in err
