@@ -71,3 +71,36 @@ def test_training_flops_within_2_percent_of_flop_counter(shape, monkeypatch):
     measured = counter.get_total_flops() / (B * T)
     predicted = flops_per_token(cfg, T).training
     assert abs(measured - predicted) / measured < 0.02, (measured, predicted)
+
+
+TWO_PASS = [
+    dict(vocab_size=320, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, rope={"kind": "rerope", "window": 16}),
+    dict(vocab_size=320, d_model=64, n_layers=2, n_heads=4, rope={"kind": "leaky_rerope", "window": 8, "k": 4.0}),
+    # hwfa2 evaluated with ReRoPE on its full layer (layer 1 of 3); the window layers count the full square.
+    dict(vocab_size=320, d_model=64, n_layers=3, n_heads=4, layout={"kind": "hwfa2", "window": 8,
+                                                                   "rerope_window": 16}),
+    dict(vocab_size=320, d_model=64, n_layers=2, n_heads=4, tie_embeddings=True, tied_init="projection"),
+]
+
+
+@pytest.mark.parametrize("shape", TWO_PASS, ids=["rerope", "leaky_rerope", "hwfa2-rerope", "tied-projection"])
+def test_two_pass_rerope_and_head_projection_flops_within_2_percent(shape, monkeypatch):
+    """ReRoPE's prefill computes the T x T scores twice (nn/rerope.py), so its attention costs 1.5x plain."""
+    torch.manual_seed(0)
+    cfg = ModelConfig.from_dict(shape)
+    model = cfg.build()
+    B, T = 2, 64
+    tokens = torch.randint(0, cfg.vocab_size, (B, T + 1))
+    monkeypatch.setattr(attention_module.F, "scaled_dot_product_attention", _naive_sdpa)
+    with FlopCounterMode(display=False) as counter:
+        logits = model(tokens[:, :-1])
+        F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten()).backward()
+    measured = counter.get_total_flops() / (B * T)
+    predicted = flops_per_token(cfg, T)
+    assert abs(measured - predicted.training) / measured < 0.02, (measured, predicted.training)
+    assert param_groups(cfg).total == sum(p.numel() for p in model.parameters())
+    plain = flops_per_token(ModelConfig.from_dict({k: v for k, v in shape.items()
+                                                   if k not in ("rope", "layout", "tied_init")}), T)
+    two_pass_layers = {"rerope": 2, "leaky_rerope": 2}.get(shape.get("rope", {}).get("kind"), 0) \
+        + (1 if "layout" in shape else 0)
+    assert predicted.attention_forward - plain.attention_forward == two_pass_layers * 2 * T * cfg.d_model

@@ -6,9 +6,10 @@ Pure Python (no torch): counting and planning read it without building a model; 
 from __future__ import annotations
 
 from dataclasses import field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from isoflop.config import Config, Variant, config, require
+from isoflop.nn.layout_config import AttentionLayout, FullLayout
 from isoflop.nn.mod_config import MoDConfig, NoMoD
 from isoflop.nn.rope import DefaultRope, RopeConfig
 
@@ -67,8 +68,20 @@ class ModelConfig(Config):
     """Mixture of Depths: `none`, or `topk` routing of every other block (nn/mod_config.py)."""
     rope: RopeConfig = field(default_factory=DefaultRope)
     """Rotary position embedding variant."""
+    layout: AttentionLayout = field(default_factory=FullLayout)
+    """Which layers attend to a window and which to everything: `full` (every layer), `hwfa`, `hwfa2`
+    (nn/layout_config.py)."""
+    train_length: int | None = None
+    """The sequence length the model was trained at (N of HWFA's window rule and log-n). None: resolved by
+    ExperimentConfig.model_config from data.seq_len, like vocab_size."""
     tie_embeddings: bool = False
     """Share the token embedding with the output head (Press & Wolf 2017)."""
+    tied_init: Literal["normal", "ln_vocab", "projection", "half_swap"] = "normal"
+    """With tie_embeddings, how the tied model avoids starting as a confident bigram model (Su, kexue.fm 9698):
+    `normal` plain Normal(0, init_std); `ln_vocab` the shared matrix gets std ln(V) / d_model, so the initial
+    loss is about ln V; `projection` an orthogonally initialised D x D linear (no bias) between the final norm
+    and the tied head; `half_swap` the parameter-free swap of the two halves of the normalised vector before
+    the tied head. Anything but `normal` needs tie_embeddings."""
     norm_eps: float = 1e-5
     """Epsilon of RMSNorm (Llama 2's value)."""
     init_std: float = 0.02
@@ -90,6 +103,27 @@ class ModelConfig(Config):
                 f"must be positive, got {self.ffn_hidden}")
         require(self.norm_eps > 0, "norm_eps", f"must be positive, got {self.norm_eps}")
         require(self.init_std > 0, "init_std", f"must be positive, got {self.init_std}")
+        require(self.train_length is None or self.train_length >= 2, "train_length",
+                f"must be at least 2 (or None), got {self.train_length}")
+        require(self.tied_init == "normal" or self.tie_embeddings, "tied_init",
+                f"{self.tied_init!r} needs tie_embeddings = true")
+        # ReRoPE's attention positions keys by cache slot, not by the routed tokens' own positions (mod.py).
+        require(self.mod.kind == "none" or self.rope.clipped_window() is None, "mod.kind",
+                f"Mixture of Depths does not combine with rope kind {self.rope.kind!r}")
+        self._check_layout()
+
+    def _check_layout(self) -> None:
+        if self.layout.kind == "full":
+            return
+        self.layout.check(self.n_layers)
+        require(self.rope.clipped_window() is None, "rope.kind",
+                f"{self.rope.kind!r} does not combine with layout {self.layout.kind!r} (hwfa2 has rerope_window)")
+        require(self.mod.kind == "none", "layout.kind",
+                f"{self.layout.kind!r} windows assume every token in every layer; not with mod.kind={self.mod.kind!r}")
+        require(self.layout.kind != "hwfa" or self.rope.log_n_length is None, "rope.log_n_length",
+                "hwfa applies log-n scaling to its full layers itself; leave rope.log_n_length unset")
+        require(getattr(self.layout, "rerope_window", None) is None or self.rope.kind == "default", "rope.kind",
+                f"layout.rerope_window needs rope.kind = 'default', got {self.rope.kind!r}")
 
     @property
     def head_dim(self) -> int:

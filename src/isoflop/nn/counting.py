@@ -14,7 +14,9 @@ FLOPs convention (PaLM, Chowdhery et al. 2022, App. B; Kaplan et al. 2020, Table
                   lookup (a gather) nor norms (elementwise)
         attention 2 * 2 * n_layers * seq_len * n_heads * head_dim: scores (Q K^T) and the weighted sum (A V)
                   over the full T x T square, as the kernels compute and torch.utils.flop_counter counts them;
-                  causal masking makes half of it useless work but not free.
+                  causal masking makes half of it useless work but not free. Window layers (model.layout)
+                  count the same square: SDPA with a boolean mask computes it all. ReRoPE layers (two-pass,
+                  nn/rerope.py) compute the scores twice: 3 * 2 * seq_len * n_heads * head_dim.
     Training (forward + backward) = 3 * forward, i.e. 6*N_matmul + 12*L*T*D_attn per token.
     Elementwise work (norms, activations, softmax, RoPE) is ignored: under 1 % at these shapes.
 """
@@ -40,6 +42,8 @@ class ParamGroups:
     norms: int
     mod_routers: int = 0
     """Mixture-of-Depths routers and predictors."""
+    head_projection: int = 0
+    """The D x D projection before a tied head (model.tied_init = "projection")."""
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -103,11 +107,26 @@ def param_groups(cfg: ModelConfig) -> ParamGroups:
         ffn_total, ffn_active = ffn_total + total, ffn_active + active
         routers += mod_router_params(cfg, layer)
     norms = (2 * cfg.n_layers + 1) * cfg.d_model
-    non_embedding = attention + ffn_total + norms + routers
+    head_projection = _head_projection_params(cfg)
+    non_embedding = attention + ffn_total + norms + routers + head_projection
     total = embedding + non_embedding
     active = total - (ffn_total - ffn_active)
     return ParamGroups(total=total, embedding=embedding, non_embedding=non_embedding, active=active,
-                       attention=attention, ffn=ffn_total, norms=norms, mod_routers=routers)
+                       attention=attention, ffn=ffn_total, norms=norms, mod_routers=routers,
+                       head_projection=head_projection)
+
+
+def _head_projection_params(cfg: ModelConfig) -> int:
+    return cfg.d_model * cfg.d_model if cfg.tied_init == "projection" else 0
+
+
+def rerope_layers(cfg: ModelConfig) -> set[int]:
+    """Blocks whose attention is two-pass ReRoPE (the rope kind, or a layout's `rerope_window` layers)."""
+    if cfg.layout.kind == "full":
+        return set(range(cfg.n_layers)) if cfg.rope.clipped_window() is not None else set()
+    if getattr(cfg.layout, "rerope_window", None) is None:
+        return set()
+    return set(cfg.layout.full_layer_indices(cfg.n_layers))
 
 
 def flops_per_token(cfg: ModelConfig, seq_len: int) -> FlopsPerToken:
@@ -116,15 +135,16 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> FlopsPerToken:
     A MoD-routed block processes k = floor(capacity * T) of the T tokens: its matmuls cost k/T per token on
     average and its attention square is k x k, i.e. (k/T)^2 of the dense square; its router and predictor see
     every token."""
-    head = cfg.vocab_size * cfg.d_model
+    head = cfg.vocab_size * cfg.d_model + _head_projection_params(cfg)
     matmul = float(head)
     attention_forward = 0.0
     per_square = 4 * seq_len * cfg.n_heads * cfg.head_dim  # one layer's T x T attention, per token
+    two_pass = rerope_layers(cfg)
     for layer in range(cfg.n_layers):
         block = attention_params(cfg) + ffn_params(cfg, layer)[1]
         share = cfg.mod.selected(seq_len) / seq_len if cfg.mod.is_routed(layer) else 1.0
         matmul += share * block + mod_router_params(cfg, layer)
-        attention_forward += share * share * per_square
+        attention_forward += share * share * per_square * (1.5 if layer in two_pass else 1.0)
     matmul_params, attention_forward = round(matmul), round(attention_forward)
     forward = 2 * matmul_params + attention_forward
     return FlopsPerToken(forward=forward, training=3 * forward, matmul_params=matmul_params,

@@ -20,8 +20,11 @@ from torch import nn
 from isoflop.nn.attention import Attention, KVCache
 from isoflop.nn.block import Block
 from isoflop.nn.config import ModelConfig
+from isoflop.nn.layout_attention import LayoutAttention
+from isoflop.nn.layout_config import LayerAttention
 from isoflop.nn.norm import RMSNorm
 from isoflop.nn.rerope import ReRopeAttention
+from isoflop.nn.rope import ReRope
 from isoflop.nn.rotary import Rotary
 
 
@@ -36,6 +39,8 @@ class TransformerLM(nn.Module):
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.weight
+        if cfg.tied_init == "projection":  # Su 9698: the tied head reads a rotated copy of the normed state
+            self.head_projection = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.init_weights()
 
     @torch.no_grad()
@@ -54,9 +59,17 @@ class TransformerLM(nn.Module):
         for module in self.modules():  # a second pass: modules() visits parents before their children
             for name in getattr(module, "residual_projections", ()):
                 nn.init.normal_(getattr(module, name).weight, 0.0, residual_std)
+            # our modules holding raw Parameters (MoE's 3-D expert weights) define reset_parameters(std,
+            # residual_std); torch's own modules have a no-argument one and were initialised above
+            if hasattr(module, "reset_parameters") and not type(module).__module__.startswith("torch."):
+                module.reset_parameters(std, residual_std)
         for module in self.modules():  # the model's Rotary, and ReRoPE attention's own
             if isinstance(module, Rotary):
                 module.inv_freq.copy_(torch.tensor(self.cfg.rope.inv_freq(self.cfg.head_dim)))
+        if self.cfg.tied_init == "ln_vocab":  # Su 9698: the tied self-logit d * std becomes ln V
+            nn.init.normal_(self.embed.weight, 0.0, math.log(self.cfg.vocab_size) / self.cfg.d_model)
+        if self.cfg.tied_init == "projection":
+            nn.init.orthogonal_(self.head_projection.weight)
 
     def forward(self, tokens_BT: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         start = cache.length if cache is not None else 0
@@ -67,7 +80,16 @@ class TransformerLM(nn.Module):
             x_BTD = layer(x_BTD, cos, sin, cache, i, q_scale_T1)
         if cache is not None:
             cache.advance(tokens_BT.shape[1])
-        return self.lm_head(self.norm(x_BTD))
+        return self.lm_head(self._head_input(self.norm(x_BTD)))
+
+    def _head_input(self, h_BTD: torch.Tensor) -> torch.Tensor:
+        """What the (tied) head reads: the normed state, projected or half-swapped by `tied_init` (Su 9698), so a
+        token's own embedding does not dominate its logits at initialisation."""
+        if self.cfg.tied_init == "projection":
+            return self.head_projection(h_BTD)
+        if self.cfg.tied_init == "half_swap":
+            return torch.cat(h_BTD.chunk(2, dim=-1)[::-1], dim=-1)
+        return h_BTD
 
     # ------------------------------------------------------------------ routed modules (MoE, MoD)
     def aux_loss(self) -> torch.Tensor | None:
@@ -117,7 +139,7 @@ class TransformerLM(nn.Module):
 
 def _block(cfg: ModelConfig, layer: int) -> nn.Module:
     """Block `layer`: attention and the FFN kind's module for that layer, wrapped by MoD's router if routed."""
-    block = Block(attention=_attention(cfg), ffn=cfg.ffn.build(cfg.d_model, cfg.ffn_hidden_size, layer),
+    block = Block(attention=_attention(cfg, layer), ffn=cfg.ffn.build(cfg.d_model, cfg.ffn_hidden_size, layer),
                   d_model=cfg.d_model, norm_eps=cfg.norm_eps)
     if not cfg.mod.is_routed(layer):
         return block
@@ -126,8 +148,19 @@ def _block(cfg: ModelConfig, layer: int) -> nn.Module:
     return RoutedBlock(block, cfg.mod, cfg.d_model)
 
 
-def _attention(cfg: ModelConfig) -> Attention:
-    """Plain SDPA attention, or the two-pass / unrotated-cache attention of the ReRoPE kinds."""
+def _attention(cfg: ModelConfig, layer: int = 0) -> Attention:
+    """Plain SDPA attention, the two-pass / unrotated-cache attention of the ReRoPE kinds, or the layout's
+    window / NoPE / ReRoPE attention for block `layer` (nn/layout_config.py)."""
+    if cfg.layout.kind != "full":
+        return _layout_attention(cfg, cfg.layout.layers(cfg.n_layers, cfg.train_length)[layer])
     if cfg.rope.clipped_window() is None:
         return Attention(cfg.d_model, cfg.n_heads, cfg.kv_heads)
     return ReRopeAttention(cfg.d_model, cfg.n_heads, cfg.kv_heads, cfg.rope)
+
+
+def _layout_attention(cfg: ModelConfig, spec: LayerAttention) -> Attention:
+    if spec.rerope_window is not None:  # same q/k/v/o parameters, so a layout's checkpoint loads
+        rope = ReRope(theta=cfg.rope.theta, window=spec.rerope_window, log_n_length=cfg.rope.log_n_length)
+        return ReRopeAttention(cfg.d_model, cfg.n_heads, cfg.kv_heads, rope)
+    return LayoutAttention(cfg.d_model, cfg.n_heads, cfg.kv_heads, window=spec.window, rotate=spec.rotate,
+                           log_n_length=spec.log_n_length)

@@ -75,10 +75,32 @@ class EvalConfig(Config):
     """Evaluate on the validation split every this many steps (0: only at the end)."""
     batches: int = 20
     """Validation batches per evaluation (of train.micro_batch_size sequences)."""
+    also: list[str] = field(default_factory=list)
+    """More corpora (paths, or "stdlib") whose validation split is scored at each evaluation with the run's
+    tokenizer, logged as `val_loss@<name>` (lifelong expansion tracks the old data's loss this way)."""
 
     def __post_init__(self) -> None:
         require(self.every >= 0, "every", f"must be non-negative, got {self.every}")
         require(self.batches > 0, "batches", f"must be positive, got {self.batches}")
+
+
+@config
+class DistillConfig(Config):
+    """Output-level knowledge distillation against a fixed teacher run (Lifelong-MoE, Chen et al. 2023):
+    loss = LM loss + weight * KL(teacher || student) per token, at temperature 1."""
+
+    teacher: str | None = None
+    """Run directory whose final model is the teacher. None: no distillation."""
+    weight: float = 0.0
+    """lambda: weight of the KL term (0 trains on the plain LM loss and never runs the teacher)."""
+
+    def __post_init__(self) -> None:
+        require(self.weight >= 0, "weight", f"must be >= 0, got {self.weight}")
+        require(self.weight == 0 or self.teacher is not None, "teacher", "weight > 0 needs a teacher run")
+
+    @property
+    def active(self) -> bool:
+        return self.teacher is not None and self.weight > 0
 
 
 @config
@@ -127,6 +149,8 @@ class ExperimentConfig(Config):
     """Checkpoints."""
     log: LogConfig = field(default_factory=LogConfig)
     """Metrics and console output."""
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    """Knowledge distillation against a teacher run (off by default)."""
 
     def __post_init__(self) -> None:
         tok_vocab = self.data.tokenizer.vocab_size
@@ -135,8 +159,12 @@ class ExperimentConfig(Config):
 
     @property
     def model_config(self) -> ModelConfig:
-        """The model config with vocab_size resolved: as given, or the tokenizer's padded to VOCAB_MULTIPLE."""
-        if self.model.vocab_size is not None:
-            return self.model
+        """The model config with vocab_size resolved (as given, or the tokenizer's padded to VOCAB_MULTIPLE) and
+        train_length resolved (as given, or data.seq_len)."""
+        model = self.model
+        if model.train_length is None:
+            model = replace(model, train_length=self.data.seq_len)
+        if model.vocab_size is not None:
+            return model
         padded = -(-self.data.tokenizer.vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
-        return replace(self.model, vocab_size=padded)
+        return replace(model, vocab_size=padded)
