@@ -75,6 +75,12 @@ class PreparedData:
         """Original bytes of the split's documents (end-of-text adds none): the denominator of bits/byte."""
         return int(self.meta["splits"][split]["n_bytes"])
 
+    def byte_share(self, split: Split) -> float:
+        """Original bytes per content (non-end-of-text) token of the split: what a token of a tokenizer without
+        exact byte lengths stands for in bits per byte (tokenizers/base.py)."""
+        s = self.meta["splits"][split]
+        return s["n_bytes"] / max(s["n_tokens"] - s["n_documents"], 1)
+
 
 def shard_dtype(vocab_size: int) -> np.dtype:
     """Little-endian uint16 when every id fits, else uint32."""
@@ -93,8 +99,12 @@ def prepare(cfg: DataConfig, *, progress: Callable[[str], None] | None = None) -
     for `cfg.seq_len`. `progress` gets short human messages every few seconds."""
     say = progress or (lambda _msg: None)
     files = corpus_files(cfg)
+    tok_key, saved = cfg.tokenizer.to_dict(), None
+    if cfg.tokenizer.path is not None:  # a saved tokenizer: keyed by what it is, not where it lies
+        saved = load_tokenizer(Path(cfg.tokenizer.path).expanduser())
+        tok_key["path"] = {"fingerprint": saved.fingerprint()}
     inputs = {"format": FORMAT, "corpus": corpus_fingerprint(cfg, files), "val_fraction": cfg.val_fraction,
-              "tokenizer": cfg.tokenizer.to_dict()}
+              "tokenizer": tok_key}
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:24]
     shards_dir = cfg.cache_root() / "shards"
     final = shards_dir / key
@@ -111,7 +121,7 @@ def prepare(cfg: DataConfig, *, progress: Callable[[str], None] | None = None) -
             raise ConfigError("data.cache_dir", f"cannot write the cache at {shards_dir}: {e.strerror or e}") from None
         _remove_stale(shards_dir)
         try:
-            _build(cfg, files, inputs, key, tmp, say)
+            _build(cfg, files, inputs, key, tmp, say, saved)
             data = _publish(tmp, final, inputs)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)  # gone already when the rename succeeded
@@ -165,10 +175,13 @@ def _publish(tmp: Path, final: Path, inputs: dict[str, Any]) -> PreparedData:
 
 
 def _build(cfg: DataConfig, files: list[CorpusFile], inputs: dict[str, Any], key: str, out: Path,
-           say: Callable[[str], None]) -> None:
-    """Train the tokenizer if needed, then stream the corpus into out/{train,val}.bin and meta.json."""
+           say: Callable[[str], None], saved: Tokenizer | None = None) -> None:
+    """Train the tokenizer if needed (or use `saved`), then stream the corpus into out/{train,val}.bin and
+    meta.json."""
     tok_cfg = cfg.tokenizer
-    if tok_cfg.needs_training:
+    if saved is not None:
+        tokenizer = saved
+    elif tok_cfg.needs_training:
         budget = getattr(tok_cfg, "train_bytes", None)
         say(f"training {tok_cfg.kind} tokenizer"
             + (f" on up to {budget / 1e6:.1f} MB of training documents" if budget else ""))

@@ -57,9 +57,14 @@ def load_tokenizer(run_dir: str | Path) -> Any:
     return _load(path)
 
 
-def token_bytes(tokenizer: Any, vocab_size: int) -> torch.Tensor:
-    """Bytes each model vocabulary row stands for (0 for padding rows past the tokenizer's vocabulary)."""
-    out = torch.zeros(vocab_size, dtype=torch.long)
-    lengths = torch.as_tensor(tokenizer.token_byte_lengths(), dtype=torch.long)
-    out[: lengths.numel()] = lengths
+def token_bytes(tokenizer: Any, vocab_size: int, byte_share: float | None = None) -> torch.Tensor:
+    """Bytes each model vocabulary row stands for (0 for padding rows past the tokenizer's vocabulary).
+    Tokenizers without exact byte lengths (compressed text, see tokenizers/base.py) give float64 rows: each
+    content token stands for `byte_share` bytes, the split's n_bytes / content tokens (PreparedData.byte_share)."""
+    exact = getattr(tokenizer, "exact_byte_lengths", True)
+    if not exact and byte_share is None:
+        raise ValueError(f"a {tokenizer.kind} tokenizer's tokens are not whole bytes: token_bytes needs byte_share")
+    out = torch.zeros(vocab_size, dtype=torch.long if exact else torch.float64)
+    lengths = torch.as_tensor(tokenizer.token_byte_lengths(), dtype=out.dtype)
+    out[: lengths.numel()] = lengths if exact else lengths * byte_share
     return out

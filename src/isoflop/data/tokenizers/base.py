@@ -5,6 +5,12 @@ UTF-8, NUL, all 256 values); `encode` never emits the end-of-text id, which only
 documents; `decode` drops it. `token_byte_lengths()[i]` is how many input bytes token i stands for, so bits
 per byte = total loss in bits / sum of the lengths of the tokens scored.
 
+Kinds whose tokens do not stand for whole bytes (compressed text: gzip, static and neural arithmetic coding)
+set `exact_byte_lengths = False`. Their `token_byte_lengths()` is 1 for every id but end-of-text (0), i.e. it
+counts content tokens, and bits per byte converts with the split's exact share from the shard meta: each
+content token stands for n_bytes / (n_tokens - n_documents) bytes (`PreparedData.byte_share`). An evaluation
+over a whole split thus divides by exactly its document bytes; over part of a split it uses the mean share.
+
 A saved tokenizer is a folder holding `tokenizer_meta.json` (`kind`, `vocab_size`, `eot_id`) and whatever files
 the kind needs; `fingerprint()` is the sha256 of exactly those files, so it names the saved tokenizer.
 """
@@ -28,6 +34,10 @@ META_FILE = "tokenizer_meta.json"
 _LOADERS: dict[str, str] = {
     "byte": "isoflop.data.tokenizers.byte:ByteTokenizer",
     "bpe": "isoflop.data.tokenizers.bpe:BPETokenizer",
+    "unigram": "isoflop.data.tokenizers.unigram:UnigramTokenizer",
+    "bytepiece": "isoflop.data.tokenizers.bytepiece:BytePieceTokenizer",
+    "gzip": "isoflop.data.tokenizers.gzip:GzipTokenizer",
+    "static-ac": "isoflop.data.tokenizers.static_ac:StaticACTokenizer",
 }
 
 
@@ -38,6 +48,7 @@ class Tokenizer(Protocol):
     kind: str
     vocab_size: int
     eot_id: int
+    exact_byte_lengths: bool  # False: tokens stand for fractions of bytes (see the module docstring)
 
     def encode(self, data: bytes) -> np.ndarray:
         """Token ids (int64, shape (n,)) of `data`; never contains `eot_id`."""
@@ -76,6 +87,7 @@ class BaseTokenizer:
     kind: str = ""
     vocab_size: int = 0
     eot_id: int = 0
+    exact_byte_lengths: bool = True
 
     def encode(self, data: bytes) -> np.ndarray:
         raise NotImplementedError

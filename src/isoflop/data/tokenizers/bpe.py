@@ -32,53 +32,15 @@ from typing import Any
 import numpy as np
 
 from isoflop.config import ConfigError
-from isoflop.data.tokenizers.base import BaseTokenizer, as_ids
+from isoflop.data.tokenizers.escape import ESC_BASE, N_ESCAPES, EscapedTableTokenizer, escape, unescape
+
+__all__ = ["BPETokenizer", "escape", "unescape"]
 
 EOT = "<|endoftext|>"
 TOKENIZER_FILE = "tokenizer.json"
-_ESC = 0xF700  # byte b (0x80..0xFF) <-> escape char U+F700+b, i.e. U+F780..U+F7FF
-_SURROGATE = 0xDC00  # Python's surrogateescape writes byte b as U+DC00+b
-N_ESCAPES = 128
 _ESCAPE_RUNS = re.compile("[\uf780-\uf7ff]+")
 _SAFE_CUT = re.compile(rb"[!-~][ \n][!-~]")  # see _safe_pieces
 _TRAIN_PIECE_BYTES = 1 << 20
-# Every char of U+F780..U+F7FF is encoded EF 9E xx or EF 9F xx: a byte search finds them far faster
-# than a str.translate pass, which only text that needs it pays for.
-_ESCAPE_LEADS = (b"\xef\x9e", b"\xef\x9f")
-
-
-@cache
-def _escape_table() -> dict[int, str]:
-    table: dict[int, str] = {}
-    for b in range(0x80, 0x100):
-        table[_SURROGATE + b] = chr(_ESC + b)
-        genuine = chr(_ESC + b)
-        table[_ESC + b] = "".join(chr(_ESC + x) for x in genuine.encode("utf-8"))
-    return table
-
-
-@cache
-def _unescape_table() -> dict[int, int]:
-    return {_ESC + b: _SURROGATE + b for b in range(0x80, 0x100)}
-
-
-def escape(data: bytes) -> str:
-    """Arbitrary bytes as a valid string for `tokenizers` (see the module docstring)."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode("utf-8", "surrogateescape").translate(_escape_table())
-    if any(lead in data for lead in _ESCAPE_LEADS):
-        return text.translate(_escape_table())
-    return text
-
-
-def unescape(utf8: bytes) -> bytes:
-    """The original bytes from the UTF-8 bytes of escaped text; total on any input (never raises)."""
-    if not any(lead in utf8 for lead in _ESCAPE_LEADS):
-        return utf8  # no escapes: decoding and re-encoding with surrogateescape is the identity
-    text = utf8.decode("utf-8", "surrogateescape").translate(_unescape_table())
-    return text.encode("utf-8", "surrogateescape")
 
 
 @cache
@@ -95,7 +57,7 @@ def _byte_level_decoder() -> dict[str, int]:
     return {c: b for b, c in chars.items()}
 
 
-class BPETokenizer(BaseTokenizer):
+class BPETokenizer(EscapedTableTokenizer):
     """A trained byte-level BPE; wraps a `tokenizers.Tokenizer`."""
 
     kind = "bpe"
@@ -128,7 +90,7 @@ class BPETokenizer(BaseTokenizer):
             show_progress=False,
         )
         tok.train_from_iterator(_training_texts(docs, train_bytes), trainer=trainer)
-        tok.add_tokens([AddedToken(chr(_ESC + b), special=False, normalized=False)
+        tok.add_tokens([AddedToken(chr(ESC_BASE + b), special=False, normalized=False)
                         for b in range(0x80, 0x100)])
         return cls(tok)
 
@@ -148,7 +110,7 @@ class BPETokenizer(BaseTokenizer):
         missing = [i for i, t in enumerate(table) if t is None]
         if missing:
             raise ValueError(f"BPE vocabulary has holes, e.g. id {missing[0]}")
-        escapes = [self._tok.token_to_id(chr(_ESC + b)) for b in range(0x80, 0x100)]
+        escapes = [self._tok.token_to_id(chr(ESC_BASE + b)) for b in range(0x80, 0x100)]
         if any(e is None or e not in added for e in escapes):
             raise ValueError("BPE tokenizer lacks the 128 escape tokens of isoflop's lossless scheme")
         return table  # type: ignore[return-value]
@@ -163,16 +125,6 @@ class BPETokenizer(BaseTokenizer):
 
     def pieces(self, data: bytes, size: int) -> Iterator[bytes]:
         return _safe_pieces(data, size)
-
-    def decode(self, ids: Sequence[int] | np.ndarray) -> bytes:
-        arr = as_ids(ids)
-        if arr.size and (arr.min() < 0 or arr.max() >= self.vocab_size):
-            raise ValueError(f"token ids must be in 0..{self.vocab_size - 1}, got {int(arr.min())}..{int(arr.max())}")
-        table = self._table
-        return unescape(b"".join([table[i] for i in arr.tolist()]))
-
-    def token_byte_lengths(self) -> np.ndarray:
-        return np.array([len(unescape(t)) for t in self._table], dtype=np.int64)
 
     def files(self) -> dict[str, bytes]:
         return {TOKENIZER_FILE: self._raw_json}

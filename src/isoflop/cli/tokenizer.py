@@ -1,0 +1,234 @@
+"""`isoflop tokenizer train|encode|decode|stats`: make a tokenizer folder, use it on files, measure it.
+
+    isoflop tokenizer train --kind K --corpus PATH --out DIR [--vocab-size V] [--token-bits N] [--window-bits W]
+                            [--max-bytes B] [--set key=value ...]
+    isoflop tokenizer encode DIR --in FILE --out TOKENS.npy
+    isoflop tokenizer decode DIR --in TOKENS.npy --out FILE
+    isoflop tokenizer stats DIR --corpus PATH [--max-bytes B] [--json]
+
+`train` builds the kind's config (`data.tokenizer.*` in a run config) from `--kind`, the shorthand flags and
+`--set` (keys of that kind, with or without the `data.tokenizer.` prefix), so a new kind needs no CLI change;
+a flag the kind has no field for is bad input. It learns from the corpus's training documents (those a run
+with the default `data.val_fraction` trains on). A run then uses the folder with
+`--set data.tokenizer.kind=K --set data.tokenizer.path=DIR`. Every output is written to a temporary sibling
+and renamed into place, so a failure leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from isoflop.cli.common import print_json
+from isoflop.config import ConfigError
+
+# shorthand flag -> the config field it sets, where the kind has that field
+_SHORTHANDS = {"vocab_size": "--vocab-size", "token_bits": "--token-bits", "window_bits": "--window-bits"}
+
+
+def add_tokenizer_args(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True, parser_class=type(parser))
+    train = sub.add_parser("train", help="learn (or just configure) a tokenizer and save it in --out DIR")
+    train.add_argument("--kind", required=True, help="byte, bpe, unigram, bytepiece, gzip, ...")
+    train.add_argument("--corpus", required=True, help='a file, a folder, or "stdlib"')
+    train.add_argument("--out", required=True, metavar="DIR", help="the tokenizer folder to create")
+    train.add_argument("--vocab-size", type=int, default=None)
+    train.add_argument("--token-bits", type=int, default=None)
+    train.add_argument("--window-bits", type=int, default=None)
+    train.add_argument("--max-bytes", type=int, default=None, help="read at most this many corpus bytes")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="a knob of the kind, e.g. --set train_bytes=1000000 (repeatable)")
+    train.add_argument("--json", action="store_true", help="print one JSON object")
+    for name, help_text in (("encode", "tokenize a file into a .npy array of ids"),
+                            ("decode", "turn a .npy array of ids back into bytes")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("dir", metavar="DIR", help="a saved tokenizer folder")
+        p.add_argument("--in", dest="input", required=True, metavar="FILE")
+        p.add_argument("--out", required=True, metavar="FILE")
+    stats = sub.add_parser("stats", help="bytes per token and throughput on a corpus")
+    stats.add_argument("dir", metavar="DIR", help="a saved tokenizer folder")
+    stats.add_argument("--corpus", required=True, help='a file, a folder, or "stdlib"')
+    stats.add_argument("--max-bytes", type=int, default=None, help="read at most this many corpus bytes")
+    stats.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def tokenizer(args: argparse.Namespace) -> int:
+    return {"train": _train, "encode": _encode, "decode": _decode, "stats": _stats}[args.action](args)
+
+
+def tokenizer_config(kind: str, flags: dict[str, Any], overrides: list[str]) -> Any:
+    """The kind's TokenizerConfig from the shorthand flags (field -> value, None = not given) and `--set`."""
+    from isoflop.config import apply_overrides
+    from isoflop.data.config import TokenizerConfig
+
+    try:
+        cls = TokenizerConfig.variant_class(kind)
+    except ConfigError as e:
+        raise ConfigError("--kind", e.problem) from None
+    fields = set(cls.__dataclass_fields__)
+    data: dict[str, Any] = {"kind": kind}
+    for name, value in flags.items():
+        if value is None:
+            continue
+        if name not in fields:
+            raise ConfigError(_SHORTHANDS[name], f"does not apply to kind {kind!r}")
+        data[name] = value
+    prefix = "data.tokenizer."
+    stripped = [o[len(prefix):] if o.startswith(prefix) else o for o in overrides]
+    if any(o.partition("=")[0].strip() in ("kind", "path") for o in stripped):
+        raise ConfigError("--set", "kind is given by --kind, and path is for runs loading a saved tokenizer")
+    data = apply_overrides(data, stripped, TokenizerConfig)
+    return TokenizerConfig.from_dict(data)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from isoflop.data.config import DataConfig
+    from isoflop.data.corpus import corpus_files, iter_documents
+    from isoflop.data.shards import is_val_document
+
+    flags = {"vocab_size": args.vocab_size, "token_bits": args.token_bits, "window_bits": args.window_bits}
+    cfg = tokenizer_config(args.kind, flags, args.overrides)
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError("--out", f"{out} exists and is not an empty directory")
+    try:
+        data_cfg = DataConfig(corpus=args.corpus, max_bytes=args.max_bytes)
+    except ConfigError as e:
+        raise ConfigError("--max-bytes" if e.key == "max_bytes" else "--corpus", e.problem) from None
+    files = corpus_files(data_cfg)
+    val_fraction = data_cfg.val_fraction
+    docs = (d for i, d in enumerate(iter_documents(data_cfg, files)) if not is_val_document(i, val_fraction))
+    start = time.perf_counter()
+    tok = cfg.build(docs if cfg.needs_training else None)
+    seconds = time.perf_counter() - start
+    _atomic_dir(out, tok.save)
+    result = {"kind": tok.kind, "out": str(out), "vocab_size": tok.vocab_size, "fingerprint": tok.fingerprint(),
+              "train_s": round(seconds, 3), "config": cfg.to_dict()}
+    if args.json:
+        print_json(result)
+    else:
+        print(f"saved {tok.kind} tokenizer (vocabulary {tok.vocab_size}) in {out} after {seconds:.1f} s; "
+              f"train with --set data.tokenizer.kind={tok.kind} --set data.tokenizer.path={out}")
+    return 0
+
+
+def _encode(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    tok = _load(args.dir)
+    data = _read(args.input, "--in")
+    ids = tok.encode(data)
+    dtype = np.uint16 if tok.vocab_size <= 1 << 16 else np.uint32
+    _atomic_file(Path(args.out), lambda fh: np.save(fh, ids.astype(dtype), allow_pickle=False))
+    print(f"{len(data):,} bytes -> {len(ids):,} tokens in {args.out}", file=sys.stderr)
+    return 0
+
+
+def _decode(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    tok = _load(args.dir)
+    try:
+        ids = np.load(args.input, allow_pickle=False)
+    except FileNotFoundError:
+        raise ConfigError("--in", f"{args.input}: no such file") from None
+    except (OSError, ValueError) as e:
+        raise ConfigError("--in", f"{args.input}: not a .npy array of ids ({e})") from None
+    if ids.dtype.kind not in "iu":
+        raise ConfigError("--in", f"{args.input}: holds {ids.dtype} values, not integer ids")
+    try:
+        data = tok.decode(ids)
+    except ValueError as e:
+        raise ConfigError("--in", f"{args.input}: {e}") from None
+    _atomic_file(Path(args.out), lambda fh: fh.write(data))
+    print(f"{ids.size:,} tokens -> {len(data):,} bytes in {args.out}", file=sys.stderr)
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from isoflop.data.config import DataConfig
+    from isoflop.data.corpus import corpus_files, iter_documents
+
+    tok = _load(args.dir)
+    try:
+        data_cfg = DataConfig(corpus=args.corpus, max_bytes=args.max_bytes)
+    except ConfigError as e:
+        raise ConfigError("--max-bytes" if e.key == "max_bytes" else "--corpus", e.problem) from None
+    docs = list(iter_documents(data_cfg, corpus_files(data_cfg)))
+    n_bytes = sum(len(d) for d in docs)
+    if n_bytes == 0:
+        raise ConfigError("--corpus", "holds no bytes to measure")
+    start = time.perf_counter()
+    encoded = tok.encode_batch(docs)
+    encode_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for ids in encoded:
+        tok.decode(ids)
+    decode_s = time.perf_counter() - start
+    n_tokens = sum(len(ids) for ids in encoded)
+    bits_per_token = math.log2(tok.vocab_size - 1)  # the content ids (all but end-of-text) a token names
+    result = {
+        "kind": tok.kind, "vocab_size": tok.vocab_size, "n_documents": len(docs), "n_bytes": n_bytes,
+        "n_tokens": n_tokens, "bytes_per_token": n_bytes / max(n_tokens, 1), "bits_per_token": bits_per_token,
+        "bit_compression": 8 * n_bytes / max(n_tokens * bits_per_token, 1e-9),
+        "encode_bytes_per_s": n_bytes / max(encode_s, 1e-9), "decode_bytes_per_s": n_bytes / max(decode_s, 1e-9),
+    }
+    if args.json:
+        print_json(result)
+    else:
+        print(f"{tok.kind} (vocabulary {tok.vocab_size}): {n_bytes:,} bytes in {len(docs):,} documents -> "
+              f"{n_tokens:,} tokens, {result['bytes_per_token']:.3f} bytes/token, {bits_per_token:.2f} bits/token; "
+              f"encode {result['encode_bytes_per_s'] / 1e6:.2f} MB/s, decode {result['decode_bytes_per_s'] / 1e6:.2f} MB/s")
+    return 0
+
+
+def _load(directory: str) -> Any:
+    from isoflop.data.tokenizers.base import load_tokenizer
+
+    return load_tokenizer(directory)
+
+
+def _read(path: str, option: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(option, f"{path}: no such file") from None
+    except OSError as e:
+        raise ConfigError(option, f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def _atomic_file(path: Path, write: Any) -> None:
+    """Write through `write(fh)` into a temporary sibling of `path`, then rename it into place."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise ConfigError("--out", f"{path}: cannot write ({e.strerror or e})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _atomic_dir(path: Path, save: Any) -> None:
+    """`save(tmp_dir)` into a temporary sibling of `path`, then rename it into place."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        save(tmp)
+        if path.is_dir():
+            path.rmdir()  # empty (checked by the caller)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise ConfigError("--out", f"{path}: cannot write ({e.strerror or e})") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+__all__ = ["add_tokenizer_args", "tokenizer", "tokenizer_config"]
