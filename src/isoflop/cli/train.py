@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 def add_train_args(parser: argparse.ArgumentParser) -> None:
     add_config_args(parser, required=False)
-    parser.add_argument("--out", required=True, metavar="DIR", help="run directory to create (or resume)")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="run directory to create (or resume); `isoflop train DIR --resume` resumes DIR")
     parser.add_argument("--resume", action="store_true", help="continue the run in DIR from its newest checkpoint")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved plan and exit")
 
@@ -26,6 +27,11 @@ def train(args: argparse.Namespace) -> int:
     from isoflop.train.plan import describe, resolve_plan
     from isoflop.train.run import run_training
 
+    if args.target is not None and args.out is None and (Path(args.target) / "config.json").is_file():
+        args.out = args.target  # `isoflop train DIR --resume`: DIR is the run (written by `upcycle`, or killed)
+        args.target = None
+    if args.out is None:
+        raise ConfigError("--out", "name the run directory to write")
     if args.target is None:
         if not args.resume:
             raise ConfigError("RECIPE|FILE", "name a recipe or config file (or pass --resume with --out DIR)")

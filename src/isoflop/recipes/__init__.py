@@ -6,12 +6,16 @@ from collections.abc import Callable
 
 from isoflop.config import ConfigError
 from isoflop.recipes.baseline import gpt2_124m, small, tiny
+from isoflop.recipes.sparse import mod_tiny, mode_tiny, moe_tiny
 from isoflop.train.spec import ExperimentConfig
 
 RECIPES: dict[str, Callable[[], ExperimentConfig]] = {
     "tiny": tiny,
     "small": small,
     "gpt2-124m": gpt2_124m,
+    "moe-tiny": moe_tiny,
+    "mod-tiny": mod_tiny,
+    "mode-tiny": mode_tiny,
 }
 
 

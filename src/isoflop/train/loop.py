@@ -37,6 +37,8 @@ class LoopCallbacks:
     """Called after each optimizer step with that step's record (step counts completed steps)."""
     after_step: Callable[[int], None]
     """Called after on_step with the completed step count: evaluation and checkpoints when due."""
+    extra_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    """(inputs_BT, logits_BTV) -> a scalar added to the loss (distillation); logged as `extra_loss`."""
 
 
 def train_loop(model: nn.Module, optimizer: torch.optim.Optimizer, plan: RunPlan, *, start_step: int,
@@ -55,6 +57,7 @@ def train_loop(model: nn.Module, optimizer: torch.optim.Optimizer, plan: RunPlan
         inputs_BT, targets_BT = callbacks.next_batch()
         loss_sum = torch.zeros((), device=ctx.device)
         aux_sum = torch.zeros((), device=ctx.device)
+        extra_sum = torch.zeros((), device=ctx.device)
         for micro, (x_BT, y_BT) in enumerate(zip(inputs_BT.chunk(plan.grad_accum), targets_BT.chunk(plan.grad_accum), strict=True)):
             x_BT, y_BT = x_BT.to(ctx.device, non_blocking=True), y_BT.to(ctx.device, non_blocking=True)
             with parallel.gradient_sync(model, micro == plan.grad_accum - 1), autocast(ctx.device, precision):
@@ -62,7 +65,11 @@ def train_loop(model: nn.Module, optimizer: torch.optim.Optimizer, plan: RunPlan
                 loss = F.cross_entropy(logits_BTV.float().flatten(0, 1), y_BT.flatten()) / plan.grad_accum
                 aux = core.aux_loss() if hasattr(core, "aux_loss") else None
                 aux = aux / plan.grad_accum if aux is not None else None
-                (loss + aux if aux is not None else loss).backward()
+                extra = callbacks.extra_loss(x_BT, logits_BTV) / plan.grad_accum if callbacks.extra_loss else None
+                total = loss + (aux if aux is not None else 0.0) + (extra if extra is not None else 0.0)
+                total.backward()
+            if extra is not None:
+                extra_sum += extra.detach()
             loss_sum += loss.detach()
             if aux is not None:
                 aux_sum += aux.detach()
@@ -87,6 +94,7 @@ def train_loop(model: nn.Module, optimizer: torch.optim.Optimizer, plan: RunPlan
                 "tokens": done * plan.tokens_per_step, "flops": done * plan.tokens_per_step * plan.flops_per_token,
                 "tokens_per_s": tokens_since_log / max(now - last_log, 1e-9), "elapsed_s": elapsed_s,
                 **_routing_record(core, aux_sum, ctx),
+                **({"extra_loss": float(parallel.mean_across_ranks(extra_sum, ctx))} if callbacks.extra_loss else {}),
             })
             last_log, tokens_since_log = time.perf_counter(), 0
         callbacks.after_step(done)

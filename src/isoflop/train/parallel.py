@@ -17,7 +17,12 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_state_dict,
+    set_model_state_dict,
+    set_state_dict,
+)
 
 
 @dataclass(frozen=True)
@@ -94,9 +99,14 @@ def full_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict
 
 
 def load_full_state(model: nn.Module, optimizer: torch.optim.Optimizer, model_state: dict[str, Any],
-                    optim_state: dict[str, Any]) -> None:
+                    optim_state: dict[str, Any] | None) -> None:
+    """Load full state dicts; `optim_state` None keeps the optimizer fresh (an upcycled run's first start)."""
+    options = StateDictOptions(full_state_dict=True, strict=True)
+    if optim_state is None:
+        set_model_state_dict(unwrap(model), model_state, options=options)
+        return
     set_state_dict(unwrap(model), optimizer, model_state_dict=model_state, optim_state_dict=optim_state,
-                   options=StateDictOptions(full_state_dict=True, strict=True))
+                   options=options)
 
 
 def mean_across_ranks(value: torch.Tensor, ctx: DistContext) -> torch.Tensor:

@@ -14,6 +14,7 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -101,7 +102,8 @@ def _train(cfg: ExperimentConfig, plan: RunPlan, data: PreparedData, out: Path, 
     optimizer = cfg.optim.build(model)
     loader = TrainLoader(data.tokens("train"), seq_len=plan.seq_len, global_batch=plan.global_batch, seed=t.seed,
                          rank=ctx.rank, world_size=ctx.world_size)
-    token_bytes_V = token_bytes(data.tokenizer, model_cfg.vocab_size)
+    token_bytes_V = token_bytes(data.tokenizer, model_cfg.vocab_size, data.byte_share("val"))
+    also = _extra_eval_sets(cfg, data, out, ctx, console)
 
     metrics = MetricsFile(out / "metrics.jsonl")
     tensorboard = TensorBoard(out / "tb") if cfg.log.tensorboard and ctx.is_main else None
@@ -131,9 +133,14 @@ def _train(cfg: ExperimentConfig, plan: RunPlan, data: PreparedData, out: Path, 
         eval_model = model if t.parallel == "fsdp" else raw_model  # FSDP's forward is collective
         result = {"kind": "eval", "step": step,
                   **evaluate(eval_model, batches, token_bytes_V, device=ctx.device, precision=t.precision)}
+        for name, (tokens, bytes_V) in also.items():
+            r = evaluate(eval_model, val_batches(tokens, plan.seq_len, plan.micro_batch, cfg.eval.batches), bytes_V,
+                         device=ctx.device, precision=t.precision)
+            result[f"val_loss@{name}"], result[f"val_bpb@{name}"] = r["val_loss"], r["val_bpb"]
         record(result)
         if console:
-            console.message(f"step {step}: val loss {result['val_loss']:.4f}, {result['val_bpb']:.4f} bits/byte")
+            console.message(f"step {step}: val loss {result['val_loss']:.4f}, {result['val_bpb']:.4f} bits/byte"
+                            + "".join(f", {name} {result[f'val_loss@{name}']:.4f}" for name in also))
         return result
 
     clock = {"start": time.perf_counter(), "before": elapsed}
@@ -160,9 +167,15 @@ def _train(cfg: ExperimentConfig, plan: RunPlan, data: PreparedData, out: Path, 
         if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step < plan.steps:
             save(step)
 
+    extra_loss = None
+    if cfg.distill.active:
+        from isoflop.train.artifacts import load_model
+        from isoflop.train.distill import distillation_loss
+
+        extra_loss = distillation_loss(cfg.distill, load_model(cfg.distill.teacher).to(ctx.device))
     callbacks = LoopCallbacks(next_batch=loader.next,
                               lr_at=lambda s: cfg.optim.lr * cfg.schedule.multiplier(s, plan.steps),
-                              on_step=on_step, after_step=after_step)
+                              on_step=on_step, after_step=after_step, extra_loss=extra_loss)
     try:
         train_loop(model, optimizer, plan, start_step=start_step, grad_clip=t.grad_clip, precision=t.precision,
                    ctx=ctx, callbacks=callbacks, elapsed_s=elapsed, log_every=cfg.log.every)
@@ -181,6 +194,22 @@ def _train(cfg: ExperimentConfig, plan: RunPlan, data: PreparedData, out: Path, 
         if tensorboard:
             tensorboard.close()
     return result
+
+
+def _extra_eval_sets(cfg: ExperimentConfig, data: PreparedData, out: Path, ctx: parallel.DistContext,
+                     console: ConsoleProgress | None) -> dict[str, tuple[Any, torch.Tensor]]:
+    """eval.also: name -> (validation tokens, token bytes) of each extra corpus, tokenized like the run."""
+    sets: dict[str, tuple[Any, torch.Tensor]] = {}
+    saved = cfg.data.tokenizer.path or str(out / "tokenizer")
+    for corpus in cfg.eval.also:
+        name = "stdlib" if corpus == "stdlib" else Path(corpus).name
+        tok = replace(cfg.data.tokenizer, path=saved)
+        with parallel.main_first(ctx):
+            extra = prepare(replace(cfg.data, corpus=corpus, tokenizer=tok),
+                            progress=console.message if console else None)
+        sets[name] = (extra.tokens("val"), token_bytes(extra.tokenizer, cfg.model_config.vocab_size,
+                                                        extra.byte_share("val")))
+    return sets
 
 
 def run_record(cfg: ExperimentConfig, plan: RunPlan, data: PreparedData, final: dict[str, Any],

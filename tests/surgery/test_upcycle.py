@@ -1,0 +1,118 @@
+"""Sparse upcycling: function preservation at step 0, bitwise parameter mapping, optimizer reuse, and that
+`isoflop train DIR --resume` trains the result."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from isoflop.cli import main
+from isoflop.cli.common import load_experiment
+from isoflop.train import checkpoint
+from isoflop.train.artifacts import load_model
+from isoflop.train.run import run_training
+from tests.conftest import tiny_overrides
+
+
+@pytest.fixture(scope="module")
+def dense_run(tmp_path_factory, corpus_dir):
+    root = tmp_path_factory.mktemp("dense")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ISOFLOP_CACHE", str(root / "cache"))
+    cfg = load_experiment("tiny", tiny_overrides(corpus_dir, 8) + ["model.n_layers=4"])
+    run_training(cfg, root / "run", stream=open("/dev/null", "w"))
+    yield root / "run"
+    mp.undo()
+
+
+def _logits(run, tokens_BT):
+    model = load_model(run).eval()
+    with torch.no_grad():
+        return model(tokens_BT)
+
+
+def test_step0_logits_equal_dense_and_tensors_are_copies(dense_run, tmp_path):
+    out = tmp_path / "moe"
+    assert main(["upcycle", str(dense_run), "--out", str(out), "--experts", "4", "--top-k", "2"]) == 0
+    tokens_BT = torch.randint(0, 257, (3, 32), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(_logits(out, tokens_BT), _logits(dense_run, tokens_BT), atol=1e-5, rtol=0)
+
+    dense = load_file(str(checkpoint.latest(dense_run) / "model.safetensors"))
+    moe = load_file(str(checkpoint.latest(out) / "model.safetensors"))
+    record = json.loads((out / "upcycle.json").read_text())
+    assert record["converted_layers"] == [1, 3]  # every other block, (i + 1) % 2 == 0
+    for name, tensor in dense.items():
+        if name in moe:
+            assert torch.equal(moe[name], tensor), name  # attention, norms, embeddings, untouched MLPs
+    for layer in (1, 3):
+        for proj in ("gate_proj", "up_proj", "down_proj"):
+            experts = moe[f"layers.{layer}.ffn.experts.{proj}"]
+            assert experts.shape[0] == 4
+            for e in range(4):
+                assert torch.equal(experts[e], dense[f"layers.{layer}.ffn.{proj}.weight"])
+    assert f"layers.{1}.ffn.gate.weight" in moe  # a fresh router
+    assert json.loads((out / "config.json").read_text())["model"]["ffn"]["kind"] == "moe"
+
+
+def test_reuse_optimizer_copies_moments_and_continues_step(dense_run, tmp_path):
+    out = tmp_path / "moe"
+    assert main(["upcycle", str(dense_run), "--out", str(out), "--experts", "3", "--top-k", "1",
+                 "--reuse-optimizer", "--steps", "4"]) == 0
+    _, dense_optim, dense_state = checkpoint.load(checkpoint.latest(dense_run))
+    path = checkpoint.latest(out)
+    _, optim, state = checkpoint.load(path)
+    assert state["step"] == dense_state["step"] == 8
+    source = dense_optim["state"]["layers.1.ffn.up_proj.weight"]
+    target = optim["state"]["layers.1.ffn.experts.up_proj"]
+    for key in ("exp_avg", "exp_avg_sq"):
+        for e in range(3):
+            assert torch.equal(target[key][e], source[key])
+    assert torch.equal(torch.as_tensor(target["step"]), torch.as_tensor(source["step"]))
+    router = optim["state"]["layers.1.ffn.gate.weight"]
+    assert not router["exp_avg"].any()
+
+    assert main(["train", str(out), "--resume"]) == 0  # trains steps 8..12
+    record = json.loads((out / "run.json").read_text())
+    assert record["steps"] == 12
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    train_steps = [x["step"] for x in lines if x["kind"] == "train"]
+    assert train_steps[0] == 9 and train_steps[-1] == 12
+    assert "aux_loss" in lines[0]
+
+
+def test_fresh_optimizer_path_trains_from_step_zero(dense_run, tmp_path):
+    out = tmp_path / "moe"
+    assert main(["upcycle", str(dense_run), "--out", str(out), "--experts", "2", "--top-k", "1",
+                 "--steps", "3", "--noise", "0.001", "--seed", "5"]) == 0
+    _, optim, state = checkpoint.load(checkpoint.latest(out))
+    assert state["step"] == 0 and optim is None
+    dense_state = checkpoint.load(checkpoint.latest(dense_run), with_optimizer=False)[2]
+    assert state["loader"]["next_batch"] == dense_state["loader"]["next_batch"]  # new data, not a replay
+    moe = load_file(str(checkpoint.latest(out) / "model.safetensors"))
+    experts = moe["layers.1.ffn.experts.gate_proj"]
+    assert not torch.equal(experts[0], experts[1])  # noise breaks the symmetry
+    assert main(["train", str(out), "--resume"]) == 0
+    assert json.loads((out / "run.json").read_text())["steps"] == 3
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--experts", "2", "--top-k", "3"], "--top-k"),
+    (["--experts", "2", "--top-k", "1", "--router", "nope"], "--router"),
+    (["--experts", "2", "--top-k", "1", "--noise", "-1"], "--noise"),
+])
+def test_bad_input_exits_2_with_one_line(dense_run, tmp_path, capsys, args, needle):
+    out = tmp_path / "moe"
+    assert main(["upcycle", str(dense_run), "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err
+    assert not out.exists()
+
+
+def test_refuses_a_run_that_is_already_moe(dense_run, tmp_path, capsys):
+    first = tmp_path / "moe"
+    assert main(["upcycle", str(dense_run), "--out", str(first), "--experts", "2", "--top-k", "1"]) == 0
+    assert main(["upcycle", str(first), "--out", str(tmp_path / "again"), "--experts", "2", "--top-k", "1"]) == 2
+    assert "dense" in capsys.readouterr().err
