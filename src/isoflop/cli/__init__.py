@@ -25,7 +25,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _verbs() -> dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argparse.ArgumentParser], None], str]]:
-    from isoflop.cli import export, fit, frontier, inspect, plan, train
+    from isoflop.cli import export, fit, frontier, inspect, plan, surgery, train
+    from isoflop.cli import report as report_verb
+    from isoflop.cli import tokenizer as tokenizer_verb
 
     return {
         "train": (train.train, train.add_train_args, "train a model: a recipe or config file, into --out DIR"),
@@ -37,6 +39,14 @@ def _verbs() -> dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[a
         "plan": (plan.plan, plan.add_plan_args, "how to spend a compute budget: N_opt, D_opt, loss, and more"),
         "frontier": (frontier.frontier, frontier.add_frontier_args,
                      "the loss-vs-cost Pareto frontier of several runs and where the lead changes"),
+        "upcycle": (surgery.upcycle, surgery.add_upcycle_args,
+                    "turn a dense run into an MoE run (sparse upcycling) that `train DIR --resume` continues"),
+        "expand": (surgery.expand, surgery.add_expand_args,
+                   "add experts to an MoE run for new data (lifelong expansion), old experts optionally frozen"),
+        "report": (report_verb.report, report_verb.add_report_args,
+                   "run a study (its runs, a measurement) and write report.md, results.json and a plot"),
+        "tokenizer": (tokenizer_verb.tokenizer, tokenizer_verb.add_tokenizer_args,
+                      "train, apply and measure tokenizers: train|encode|decode|stats"),
     }
 
 

@@ -54,10 +54,10 @@ def eval_run(args: argparse.Namespace) -> int:
         raise ConfigError("--batches", f"must be positive, got {n_batches}")
     micro = cfg.train.micro_batch_size or cfg.train.batch_size
     if seq_lens is not None:
-        return _eval_lengths(args, run, step, cfg, model, data, token_bytes(tokenizer, cfg.model_config.vocab_size),
+        return _eval_lengths(args, run, step, cfg, model, data, token_bytes(tokenizer, cfg.model_config.vocab_size, data.byte_share("val")),
                              seq_lens, micro, n_batches)
     batches = val_batches(data.tokens("val"), cfg.data.seq_len, micro, n_batches)
-    result = evaluate(model, batches, token_bytes(tokenizer, cfg.model_config.vocab_size),
+    result = evaluate(model, batches, token_bytes(tokenizer, cfg.model_config.vocab_size, data.byte_share("val")),
                       device=torch.device(args.device), precision="fp32")
     result = {"run": str(run), "step": step, **result}
     if args.json:
@@ -93,6 +93,10 @@ def sample(args: argparse.Namespace) -> int:
     if args.top_k is not None and args.top_k < 1:
         raise ConfigError("--top-k", f"must be positive, got {args.top_k}")
     model = load_model(run, device=args.device)
+    reason = model.non_causal_reason()  # routing that looks at later tokens (MoD top-k, expert choice, ...)
+    if reason:
+        raise ConfigError("", reason)
+    model.use_causal_routing(True)
     tokenizer = load_tokenizer(run)
     prompt = tokenizer.encode(args.prompt.encode("utf-8"))
     if len(prompt) == 0:
@@ -113,19 +117,11 @@ def _eval_lengths(args: argparse.Namespace, run: Any, step: int, cfg: Any, model
     """One evaluation per sequence length; a batch at length L holds max(1, micro * T_train // L) sequences."""
     import torch
 
-    from isoflop.data.loader import n_windows, val_batches
-    from isoflop.train.evaluate import evaluate
+    from isoflop.train.evaluate import evaluate_at_length
 
     tokens = data.tokens("val")
-    results = []
-    for length in seq_lens:
-        if n_windows(len(tokens), length) < 1:
-            raise ConfigError("--seq-len", f"the validation split ({len(tokens):,} tokens) is too short for {length}")
-        batch = max(1, micro * cfg.data.seq_len // length)
-        r = evaluate(model, val_batches(tokens, length, batch, n_batches), bytes_V,
-                     device=torch.device(args.device), precision="fp32")
-        results.append({"seq_len": length, "val_loss": r["val_loss"], "val_bpb": r["val_bpb"],
-                        "val_tokens": r["val_tokens"]})
+    results = [evaluate_at_length(model, tokens, length, bytes_V, train_seq_len=cfg.data.seq_len, micro_batch=micro,
+                                  n_batches=n_batches, device=torch.device(args.device)) for length in seq_lens]
     if args.json:
         print_json(results)
     else:

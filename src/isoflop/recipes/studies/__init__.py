@@ -1,0 +1,81 @@
+"""Studies: a claim from the source papers as a set of runs plus a measurement (`isoflop report STUDY`).
+
+A study declares its runs (name -> ExperimentConfig, each derived from a baseline recipe by small changes;
+`smoke=True` shrinks them to seconds, for tests), optionally writes inputs the runs need (`prepare`, e.g. a
+generated corpus), and `measure`s the finished run directories into a report: plain data (a dict in the
+shape `science/report.py` documents: claim, setting, table columns and rows, plot panels), which the CLI
+renders. Studies never draw; they may use `isoflop.train` to load models and evaluate them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from isoflop.config import ConfigError
+from isoflop.train.spec import ExperimentConfig
+
+
+class Study:
+    """Base of the studies: a name, a one-line description, the claim; runs, prepare, measure."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    """One line, for `isoflop report --list`."""
+    claim: ClassVar[str]
+    """The claim under test, as the source states it."""
+
+    def prepare(self, out: Path, *, smoke: bool) -> None:
+        """Write any inputs the runs read (under `out`) before training; most studies need none."""
+
+    def runs(self, out: Path, *, smoke: bool) -> dict[str, ExperimentConfig]:
+        """The runs to train, by name (each trains into `out/runs/<name>`)."""
+        raise NotImplementedError
+
+    def measure(self, run_dirs: dict[str, Path], *, smoke: bool) -> dict[str, Any]:
+        """The report data from the finished runs (see science/report.py for its shape)."""
+        raise NotImplementedError
+
+
+def _registry() -> dict[str, Callable[[], Study]]:
+    from isoflop.recipes.studies.cosine_stretch import CosineStretch
+    from isoflop.recipes.studies.rope_extrapolation import RopeExtrapolation
+    from isoflop.recipes.studies.sign_optimizer_embeddings import SignOptimizerEmbeddings
+
+    return {s.name: s for s in (RopeExtrapolation, SignOptimizerEmbeddings, CosineStretch)}
+
+
+def study_names() -> dict[str, str]:
+    """Study name -> one-line description."""
+    return {name: cls.description for name, cls in _registry().items()}
+
+
+def get_study(name: str) -> Study:
+    registry = _registry()
+    if name not in registry:
+        import difflib
+
+        close = difflib.get_close_matches(name, registry, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(name, f"no such study{hint}; studies: {', '.join(registry)}")
+    return registry[name]()
+
+
+def eval_records(run_dir: Path) -> list[dict[str, Any]]:
+    """The run's evaluation records from metrics.jsonl, in step order (the last one per step wins)."""
+    import json
+
+    by_step: dict[int, dict[str, Any]] = {}
+    path = Path(run_dir) / "metrics.jsonl"
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        if record.get("kind") == "eval":
+            by_step[record["step"]] = record
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def run_record(run_dir: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads((Path(run_dir) / "run.json").read_text())
