@@ -16,7 +16,7 @@ ALLOWED = {
     "config": set(),
     "nn": {"config"},
     "optim": {"config"},
-    "data": {"config"},
+    "data": {"config", "nn"},  # the neural AC tokenizers (ac, equalinfo-ac) run M1, a byte-level TransformerLM
     "train": {"config", "nn", "optim", "data"},
     "recipes": {"config", "nn", "optim", "data", "train"},
     "surgery": {"config", "nn", "train"},

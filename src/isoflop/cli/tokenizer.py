@@ -1,7 +1,7 @@
 """`isoflop tokenizer train|encode|decode|stats`: make a tokenizer folder, use it on files, measure it.
 
     isoflop tokenizer train --kind K --corpus PATH --out DIR [--vocab-size V] [--token-bits N] [--window-bits W]
-                            [--max-bytes B] [--set key=value ...]
+                            [--max-bytes B] [--m1 RUN_DIR] [--set key=value ...]
     isoflop tokenizer encode DIR --in FILE --out TOKENS.npy
     isoflop tokenizer decode DIR --in TOKENS.npy --out FILE
     isoflop tokenizer stats DIR --corpus PATH [--max-bytes B] [--json]
@@ -10,7 +10,10 @@
 `--set` (keys of that kind, with or without the `data.tokenizer.` prefix), so a new kind needs no CLI change;
 a flag the kind has no field for is bad input. It learns from the corpus's training documents (those a run
 with the default `data.val_fraction` trains on). A run then uses the folder with
-`--set data.tokenizer.kind=K --set data.tokenizer.path=DIR`. Every output is written to a temporary sibling
+`--set data.tokenizer.kind=K --set data.tokenizer.path=DIR`. The neural AC kinds (`ac`, `equalinfo-ac`) need
+M1, a byte-level model: `--m1 RUN_DIR` takes a finished byte-tokenizer run's model, else `train` first trains
+one on the same corpus (the kind's m1_* knobs) in a temporary run directory; M1's weights go into the
+tokenizer folder. Every output is written to a temporary sibling
 and renamed into place, so a failure leaves nothing half-written.
 """
 
@@ -42,6 +45,8 @@ def add_tokenizer_args(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--token-bits", type=int, default=None)
     train.add_argument("--window-bits", type=int, default=None)
     train.add_argument("--max-bytes", type=int, default=None, help="read at most this many corpus bytes")
+    train.add_argument("--m1", default=None, metavar="RUN_DIR",
+                       help="ac / equalinfo-ac: a byte-tokenizer run whose model is M1 (default: train one)")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="a knob of the kind, e.g. --set train_bytes=1000000 (repeatable)")
     train.add_argument("--json", action="store_true", help="print one JSON object")
@@ -105,7 +110,12 @@ def _train(args: argparse.Namespace) -> int:
     val_fraction = data_cfg.val_fraction
     docs = (d for i, d in enumerate(iter_documents(data_cfg, files)) if not is_val_document(i, val_fraction))
     start = time.perf_counter()
-    tok = cfg.build(docs if cfg.needs_training else None)
+    if hasattr(cfg, "build_with_m1"):  # the neural AC kinds: M1 first (data cannot import train)
+        tok = cfg.build_with_m1(_m1_model(args, cfg, data_cfg))
+    elif args.m1 is not None:
+        raise ConfigError("--m1", f"applies only to the kinds ac and equalinfo-ac, not {args.kind!r}")
+    else:
+        tok = cfg.build(docs if cfg.needs_training else None)
     seconds = time.perf_counter() - start
     _atomic_dir(out, tok.save)
     result = {"kind": tok.kind, "out": str(out), "vocab_size": tok.vocab_size, "fingerprint": tok.fingerprint(),
@@ -116,6 +126,39 @@ def _train(args: argparse.Namespace) -> int:
         print(f"saved {tok.kind} tokenizer (vocabulary {tok.vocab_size}) in {out} after {seconds:.1f} s; "
               f"train with --set data.tokenizer.kind={tok.kind} --set data.tokenizer.path={out}")
     return 0
+
+
+def _m1_model(args: argparse.Namespace, cfg: Any, data_cfg: Any) -> Any:
+    """M1 for a neural AC kind: the model of the byte-level run `--m1`, or one trained now on the corpus."""
+    import tempfile
+
+    from isoflop.train.artifacts import load_config, load_model
+
+    if args.m1 is not None:
+        try:
+            run_cfg = load_config(args.m1)
+        except ConfigError as e:
+            raise ConfigError("--m1", f"{args.m1}: {e.problem}") from None
+        kind = run_cfg.data.tokenizer.kind
+        if kind != "byte":
+            raise ConfigError("--m1", f"{args.m1} is a {kind!r} run; M1 must be byte-level (data.tokenizer.kind=byte)")
+        try:
+            return load_model(args.m1)
+        except ConfigError as e:
+            raise ConfigError("--m1", f"{args.m1}: {e.problem}") from None
+    from isoflop.train.run import run_training
+    from isoflop.train.spec import ExperimentConfig
+
+    run = ExperimentConfig.from_dict({
+        "data": {"corpus": data_cfg.corpus, "max_bytes": data_cfg.max_bytes, "seq_len": cfg.m1_seq_len,
+                 "tokenizer": {"kind": "byte"}, "val_fraction": 0.05},  # a val split of a few seq_len at least
+        "model": {"d_model": cfg.m1_d_model, "n_layers": cfg.m1_n_layers, "n_heads": max(1, cfg.m1_d_model // 64)},
+        "train": {"horizon": {"steps": cfg.m1_steps}, "batch_size": cfg.m1_batch_size},
+        "optim": {"lr": cfg.m1_lr}, "eval": {"batches": 4}, "log": {"every": max(1, cfg.m1_steps // 10)},
+    })
+    with tempfile.TemporaryDirectory(prefix="isoflop-m1-") as tmp:
+        run_training(run, Path(tmp) / "m1_run")
+        return load_model(Path(tmp) / "m1_run")
 
 
 def _encode(args: argparse.Namespace) -> int:

@@ -8,251 +8,24 @@ where a missing path becomes a `ConfigError` on `data.corpus`. The one exception
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
-from collections.abc import Iterable
 from dataclasses import field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from isoflop.config import Config, ConfigError, Variant, config, require
-
-if TYPE_CHECKING:
-    from isoflop.data.tokenizers.base import Tokenizer
-
-
-# 256 byte-level symbols + 128 escape tokens for invalid UTF-8 + "<|endoftext|>" (see tokenizers/bpe.py).
-BPE_MIN_VOCAB = 256 + 128 + 1
-# <unk> + "<|endoftext|>" + 128 escapes + 256 byte pieces + at least one learned piece (tokenizers/unigram.py).
-UNIGRAM_MIN_VOCAB = 2 + 128 + 256 + 1
-# <pad>, <bos>, <eos> + the 256 single bytes (tokenizers/bytepiece.py).
-BYTEPIECE_MIN_VOCAB = 3 + 256
-
-
-@config
-class TokenizerConfig(Variant, family=True):
-    """How bytes become token ids: `data.tokenizer.kind` picks the variant."""
-
-    default_kind = "byte"
-    path: str | None = None
-    """A saved tokenizer folder (`isoflop tokenizer train --out DIR`, or a run's tokenizer/): when set, the
-    run loads it instead of building one, and its `tokenizer_meta.json` must name this `kind` (set
-    `data.tokenizer.kind` to match). The folder's vocabulary knobs (vocab_size, token_bits, ...) replace the
-    config's; training knobs are unused. Shards are cached by the loaded tokenizer's fingerprint."""
-
-    @property
-    def needs_training(self) -> bool:
-        """Whether `build` must be given documents to learn a vocabulary from."""
-        return False
-
-    def build(self, docs: Iterable[bytes] | None = None) -> Tokenizer:
-        """The tokenizer; training kinds learn it from `docs` (training documents in corpus order)."""
-        raise NotImplementedError
-
-
-@config
-class ByteTokenizerConfig(TokenizerConfig):
-    """One token per byte (ids 0..255) plus end-of-text: no training, no knobs."""
-
-    kind = "byte"
-
-    @property
-    def vocab_size(self) -> int:
-        """256 byte values + end-of-text."""
-        return 257
-
-    def build(self, docs: Iterable[bytes] | None = None) -> Tokenizer:
-        from isoflop.data.tokenizers.byte import ByteTokenizer
-
-        return ByteTokenizer()
-
-
-@config
-class BPETokenizerConfig(TokenizerConfig):
-    """Byte-level BPE (Sennrich et al. 2016; GPT-2's byte-level variant, Radford et al. 2019) trained with
-    the Hugging Face `tokenizers` library, lossless on arbitrary bytes."""
-
-    kind = "bpe"
-    vocab_size: int = 4096
-    """Vocabulary size including special tokens: 256 bytes, 128 escapes for invalid UTF-8, end-of-text, and
-    the learned merges. A small corpus may learn fewer merges, giving a smaller vocabulary."""
-    train_bytes: int = 8_000_000
-    """At most this many corpus bytes (the first training documents in corpus order, the last one cut to
-    fit) are used to learn the merges."""
-
-    def __post_init__(self) -> None:
-        require(self.vocab_size >= BPE_MIN_VOCAB, "vocab_size",
-                f"must be at least {BPE_MIN_VOCAB} (256 bytes + 128 escapes + end-of-text), got {self.vocab_size}")
-        require(self.train_bytes > 0, "train_bytes", f"must be positive, got {self.train_bytes}")
-
-    @property
-    def needs_training(self) -> bool:
-        return True
-
-    def build(self, docs: Iterable[bytes] | None = None) -> Tokenizer:
-        if docs is None:  # a caller's bug, not a bad config value
-            raise ValueError("a bpe tokenizer must be trained: build() needs the training documents")
-        from isoflop.data.tokenizers.bpe import BPETokenizer
-
-        return BPETokenizer.train(docs, vocab_size=self.vocab_size, train_bytes=self.train_bytes)
-
-
-@config
-class UnigramTokenizerConfig(TokenizerConfig):
-    """SentencePiece Unigram (Kudo 2018) through the `sentencepiece` library: identity normalisation, byte
-    fallback, no dummy prefix, whitespace kept; lossless on arbitrary bytes (see tokenizers/unigram.py)."""
-
-    kind = "unigram"
-    vocab_size: int = 4096
-    """Vocabulary size including <unk>, end-of-text, 128 escapes for invalid UTF-8 and 256 byte pieces. A
-    small corpus may give fewer pieces, so a smaller vocabulary."""
-    train_bytes: int = 8_000_000
-    """At most this many corpus bytes (the first training documents in corpus order, the last one cut to
-    fit) are used to learn the pieces."""
-
-    def __post_init__(self) -> None:
-        require(self.vocab_size >= UNIGRAM_MIN_VOCAB, "vocab_size",
-                f"must be at least {UNIGRAM_MIN_VOCAB} (386 reserved pieces + 1), got {self.vocab_size}")
-        require(self.train_bytes > 0, "train_bytes", f"must be positive, got {self.train_bytes}")
-
-    @property
-    def needs_training(self) -> bool:
-        return True
-
-    def build(self, docs: Iterable[bytes] | None = None) -> Tokenizer:
-        if docs is None:
-            raise ValueError("a unigram tokenizer must be trained: build() needs the training documents")
-        from isoflop.data.tokenizers.unigram import UnigramTokenizer
-
-        return UnigramTokenizer.train(docs, vocab_size=self.vocab_size, train_bytes=self.train_bytes)
-
-
-@config
-class BytePieceTokenizerConfig(TokenizerConfig):
-    """BytePiece (Su 2023, kexue.fm/archives/9752): pieces chosen by a byte n-gram model, unigram Viterbi
-    segmentation, no NFC so lossless on bytes (see tokenizers/bytepiece.py; pure Python, slow to encode)."""
-
-    kind = "bytepiece"
-    vocab_size: int = 4096
-    """Most ids, including <pad>, <bos>, <eos> (end-of-text) and the 256 bytes; the pruning may stop below."""
-    train_bytes: int = 2_000_000
-    """At most this many corpus bytes (the first training documents, the last one cut to fit) are used to
-    learn the pieces. Training is pure Python: about a few seconds per MB."""
-    order: int = 6
-    """Longest byte n-gram counted (the reference's default)."""
-    min_count: int = 2
-    """n-grams (n > 1) and pieces seen fewer times than this are dropped (the reference's default)."""
-    max_piece_length: int = 36
-    """Longest piece in bytes (the reference's default)."""
-    ensure_unicode: bool = True
-    """No multi-byte piece starts with a UTF-8 continuation byte 0x80..0xBF (the reference's default)."""
-
-    def __post_init__(self) -> None:
-        require(self.vocab_size >= BYTEPIECE_MIN_VOCAB, "vocab_size",
-                f"must be at least {BYTEPIECE_MIN_VOCAB} (3 reserved ids + 256 bytes), got {self.vocab_size}")
-        require(self.train_bytes > 0, "train_bytes", f"must be positive, got {self.train_bytes}")
-        require(2 <= self.order <= 7, "order", f"must be 2..7, got {self.order}")
-        require(self.min_count >= 1, "min_count", f"must be positive, got {self.min_count}")
-        require(self.max_piece_length >= 1, "max_piece_length", f"must be positive, got {self.max_piece_length}")
-
-    @property
-    def needs_training(self) -> bool:
-        return True
-
-    def build(self, docs: Iterable[bytes] | None = None) -> Tokenizer:
-        if docs is None:
-            raise ValueError("a bytepiece tokenizer must be trained: build() needs the training documents")
-        from isoflop.data.tokenizers.bytepiece import BytePieceTokenizer
-
-        return BytePieceTokenizer.train(docs, vocab_size=self.vocab_size, train_bytes=self.train_bytes,
-                                        order=self.order, min_count=self.min_count,
-                                        max_piece_length=self.max_piece_length, ensure_unicode=self.ensure_unicode)
-
-
-@config
-class GzipTokenizerConfig(TokenizerConfig):
-    """GZip tokens (Lester et al. 2024, §3.3): each document's zlib stream cut into `token_bits`-bit tokens.
-    Nothing to train; tokens stand for fractions of bytes (bits/byte uses the split's share, base.py)."""
-
-    kind = "gzip"
-    token_bits: int = 8
-    """Bits per token, 8 or 16: vocabulary 2^token_bits + end-of-text (Lester et al.'s v=256 and v=65k)."""
-    level: int = 9
-    """zlib compression level 0..9 (Lester et al. used zlib's default, 6)."""
-
-    def __post_init__(self) -> None:
-        require(self.token_bits in (8, 16), "token_bits", f"must be 8 or 16, got {self.token_bits}")
-        require(0 <= self.level <= 9, "level", f"must be 0..9, got {self.level}")
-
-    @property
-    def vocab_size(self) -> int:
-        """2^token_bits token values + end-of-text."""
-        return (1 << self.token_bits) + 1
-
-    def build(self, docs: Iterable[bytes] | None = None) -> Tokenizer:
-        from isoflop.data.tokenizers.gzip import GzipTokenizer
-
-        return GzipTokenizer(token_bits=self.token_bits, level=self.level)
-
-
-@config
-class StaticACTokenizerConfig(TokenizerConfig):
-    """StaticAC tokens (Lester et al. 2024, §3.3): each document arithmetic-coded under a byte-unigram model
-    counted on the training documents, the bits cut into `token_bits`-bit tokens (tokenizers/static_ac.py)."""
-
-    kind = "static-ac"
-    token_bits: int = 8
-    """Bits per token, 8 or 16: vocabulary 2^token_bits + end-of-text (Lester et al.'s v=256 and v=65k)."""
-    precision: int = 14
-    """Bits of the quantised CDF: every byte keeps probability >= 2^-precision (Lester et al. §2.4: 14)."""
-    train_bytes: int = 16_000_000
-    """At most this many corpus bytes (the first training documents, the last one cut to fit) are counted."""
-
-    def __post_init__(self) -> None:
-        require(self.token_bits in (8, 16), "token_bits", f"must be 8 or 16, got {self.token_bits}")
-        require(9 <= self.precision <= 20, "precision",
-                f"must be 9..20 (257 symbols need 2^precision >= 257), got {self.precision}")
-        require(self.train_bytes > 0, "train_bytes", f"must be positive, got {self.train_bytes}")
-
-    @property
-    def vocab_size(self) -> int:
-        """2^token_bits token values + end-of-text."""
-        return (1 << self.token_bits) + 1
-
-    @property
-    def needs_training(self) -> bool:
-        return True
-
-    def build(self, docs: Iterable[bytes] | None = None) -> Tokenizer:
-        if docs is None:
-            raise ValueError("a static-ac tokenizer must be trained: build() needs the training documents")
-        from isoflop.data.tokenizers.static_ac import StaticACTokenizer
-
-        return StaticACTokenizer.train(docs, token_bits=self.token_bits, precision=self.precision,
-                                       train_bytes=self.train_bytes)
-
-
-def with_saved_tokenizer(tok: TokenizerConfig) -> TokenizerConfig:
-    """`tok` with the knobs of the saved tokenizer at `tok.path` (checked to be of `tok.kind`); keys of the
-    ConfigErrors are relative to `data`."""
-    assert tok.path is not None
-    meta_path = Path(tok.path).expanduser() / "tokenizer_meta.json"
-    try:
-        meta = json.loads(meta_path.read_text())
-    except FileNotFoundError:
-        raise ConfigError("tokenizer.path", f"{tok.path} is not a saved tokenizer (no {meta_path.name})") from None
-    except (OSError, ValueError) as e:
-        raise ConfigError("tokenizer.path", f"cannot read {meta_path}: {e}") from None
-    kind = meta.get("kind") if isinstance(meta, dict) else None
-    if kind != tok.kind:
-        raise ConfigError("tokenizer.kind", f"is {tok.kind!r} but {tok.path} holds a {kind!r} tokenizer; "
-                          f"set data.tokenizer.kind={kind}")
-    names = {f.name for f in dataclasses.fields(tok)} - {"path"}
-    try:
-        return dataclasses.replace(tok, **{k: v for k, v in meta.items() if k in names})
-    except ConfigError as e:
-        raise ConfigError("tokenizer.path", f"{meta_path} holds a bad {e.key}: {e.problem}") from None
+from isoflop.config import Config, config, require
+from isoflop.data.tokenizer_config import (  # re-exported: the tokenizer kinds are part of the data config
+    ACTokenizerConfig,
+    BPETokenizerConfig,
+    BytePieceTokenizerConfig,
+    ByteTokenizerConfig,
+    EqualInfoACTokenizerConfig,
+    GzipTokenizerConfig,
+    NeuralACTokenizerConfig,
+    StaticACTokenizerConfig,
+    TokenizerConfig,
+    UnigramTokenizerConfig,
+    with_saved_tokenizer,
+)
 
 
 @config
@@ -303,6 +76,16 @@ class DataConfig(Config):
 
 
 __all__ = [
-    "BPETokenizerConfig", "ByteTokenizerConfig", "BytePieceTokenizerConfig", "DataConfig", "GzipTokenizerConfig",
-    "StaticACTokenizerConfig", "TokenizerConfig", "UnigramTokenizerConfig", "with_saved_tokenizer",
+    "DataConfig",
+    "ACTokenizerConfig",
+    "BPETokenizerConfig",
+    "ByteTokenizerConfig",
+    "BytePieceTokenizerConfig",
+    "EqualInfoACTokenizerConfig",
+    "GzipTokenizerConfig",
+    "NeuralACTokenizerConfig",
+    "StaticACTokenizerConfig",
+    "TokenizerConfig",
+    "UnigramTokenizerConfig",
+    "with_saved_tokenizer",
 ]

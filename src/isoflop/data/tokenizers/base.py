@@ -38,6 +38,8 @@ _LOADERS: dict[str, str] = {
     "bytepiece": "isoflop.data.tokenizers.bytepiece:BytePieceTokenizer",
     "gzip": "isoflop.data.tokenizers.gzip:GzipTokenizer",
     "static-ac": "isoflop.data.tokenizers.static_ac:StaticACTokenizer",
+    "ac": "isoflop.data.tokenizers.neural_ac:ACTokenizer",
+    "equalinfo-ac": "isoflop.data.tokenizers.equalinfo:EqualInfoACTokenizer",
 }
 
 
