@@ -203,8 +203,7 @@ class Tiger(torch.optim.Optimizer):
         etas = torch._foreach_mul(rms, lr)
         if wd != 0:
             torch._foreach_mul_(params, torch._foreach_add(torch._foreach_mul(etas, -wd), 1.0))
-        torch._foreach_mul_(update, etas)
-        torch._foreach_sub_(params, update)
+        torch._foreach_addcmul_(params, update, etas, value=-1.0)  # one pass: p -= eta * sign(m)
 
     def _shrink_all(self) -> None:
         s = self.shrink
