@@ -4,7 +4,8 @@ Hugging Face's Mixtral sparse block (one `torch.where` over an expert mask and o
 Both run the same weights in the same process on the same inputs (E = 8, top-2, softmax -> top-k ->
 renormalise, dropless); the implementations alternate round by round so machine drift hits both alike,
 and the median is reported. The layer runs twice: its default path (the grouped matmul where torch has one)
-and its per-expert loop over sorted slices. CPU runs in float32; CUDA, when present, in bfloat16.
+and its per-expert loop over sorted slices. When transformers is installed, its own `MixtralSparseMoeBlock`
+(eager experts) runs too, with the same weights copied in. CPU runs in float32; CUDA, when present, in bfloat16.
 
     python benchmarks/moe_dispatch.py [--rounds 5] [--device cpu|cuda]
 """
@@ -43,8 +44,37 @@ def mixtral_style(moe: MoE, x_ND: torch.Tensor) -> torch.Tensor:
     return out_ND
 
 
+def transformers_block(moe: MoE):
+    """transformers' MixtralSparseMoeBlock holding `moe`'s weights (gate and up fused as it stores them), or
+    None when transformers is not installed."""
+    try:
+        from transformers import MixtralConfig
+        from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
+        from transformers.utils import logging
+    except ImportError:
+        return None
+    logging.set_verbosity_error()  # a standalone expert module warns that no experts implementation is set
+    w = moe.experts
+    cfg = MixtralConfig(hidden_size=w.gate_proj.shape[2], intermediate_size=w.hidden,
+                        num_local_experts=moe.cfg.experts, num_experts_per_tok=moe.cfg.top_k)
+    block = MixtralSparseMoeBlock(cfg).to(device=w.gate_proj.device, dtype=w.gate_proj.dtype)
+    with torch.no_grad():
+        block.gate.weight.copy_(moe.gate.weight)
+        block.experts.gate_up_proj.copy_(torch.cat([w.gate_proj, w.up_proj], dim=1))
+        block.experts.down_proj.copy_(w.down_proj)
+
+    def run(x_ND: torch.Tensor) -> torch.Tensor:
+        out = block(x_ND.unsqueeze(0))
+        return (out[0] if isinstance(out, tuple) else out).squeeze(0)
+
+    run.module = block  # type: ignore[attr-defined]
+    return run
+
+
 def _step(fn, x_ND: torch.Tensor, grad_ND: torch.Tensor, moe: MoE) -> None:
     moe.zero_grad(set_to_none=True)
+    if hasattr(fn, "module"):
+        fn.module.zero_grad(set_to_none=True)
     fn(x_ND).backward(grad_ND)
 
 
@@ -72,9 +102,12 @@ def measure(shape: dict, device: torch.device, dtype: torch.dtype, rounds: int) 
         return moe(x.unsqueeze(0)).squeeze(0)
 
     impls = {"ours": ours, "ours_expert_loop": ours_loop, "mixtral_style": lambda x: mixtral_style(moe, x)}
+    hf = transformers_block(moe)
+    if hf is not None:
+        impls["transformers"] = hf
     with torch.no_grad():
         reference = mixtral_style(moe, x_ND)
-        max_diff = max(float((fn(x_ND) - reference).abs().max()) for fn in (ours, ours_loop))
+        max_diff = max(float((fn(x_ND) - reference).abs().max()) for k, fn in impls.items() if k != "mixtral_style")
     steps = max(1, 8192 // n) * (1 if device.type == "cpu" else 10)
     seconds: dict[str, list[float]] = {k: [] for k in impls}
     for fn in impls.values():  # warm-up: allocator, kernels
@@ -92,6 +125,7 @@ def measure(shape: dict, device: torch.device, dtype: torch.dtype, rounds: int) 
     return {**shape, "experts": 8, "top_k": 2, **{f"{k}_tokens_per_s": round(v) for k, v in tps.items()},
             "speedup": round(tps["ours"] / tps["mixtral_style"], 3),
             "speedup_expert_loop": round(tps["ours_expert_loop"] / tps["mixtral_style"], 3),
+            **({"speedup_vs_transformers": round(tps["ours"] / tps["transformers"], 3)} if "transformers" in tps else {}),
             "max_abs_diff": max_diff}
 
 
