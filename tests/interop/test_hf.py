@@ -4,9 +4,7 @@ import_llama reads them (and transformers' own checkpoints) back exactly."""
 from __future__ import annotations
 
 import json
-import logging
 import sys
-import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,12 +14,11 @@ from safetensors.torch import load_file, save_file
 
 from isoflop.interop import hf
 from isoflop.interop.hf import export_llama, import_llama
-from isoflop.nn.config import ModelConfig
 from isoflop.nn.rope import DefaultRope
+from tests.interop.hf_helpers import VOCAB, hf_logits, load_hf, our_logits, tiny_model, tokens
 
 transformers = pytest.importorskip("transformers")
 
-VOCAB, SEQ = 97, 17
 
 CASES = {
     "untied_mha": {},
@@ -33,53 +30,14 @@ CASES = {
 
 
 def _model(seed: int = 0, **overrides):
-    """A tiny seeded model whose norm weights are moved away from 1, so the norms are tested too."""
-    cfg = ModelConfig(**{"vocab_size": VOCAB, "d_model": 64, "n_layers": 2, "n_heads": 4, **overrides})
-    torch.manual_seed(seed)
-    model = cfg.build().eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.uniform_(0.5, 1.5)
-    return cfg, model
-
-
-def _tokens(seed: int = 1) -> torch.Tensor:
-    return torch.randint(0, VOCAB, (2, SEQ), generator=torch.Generator().manual_seed(seed))
-
-
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
+    return tiny_model(seed, **{**overrides})
 
 
 def _load_hf(path: Path):
-    """LlamaForCausalLM.from_pretrained(path), with every warning transformers logged or raised while loading.
-
-    The handler sits on the "transformers" logger itself, which does not propagate to the root logger."""
-    handler, logger = _Collect(), logging.getLogger("transformers")
-    logger.addHandler(handler)
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            model, info = transformers.LlamaForCausalLM.from_pretrained(path, output_loading_info=True)
-    finally:
-        logger.removeHandler(handler)
-    return model.eval(), info, handler.messages + [str(w.message) for w in caught]
+    return load_hf(transformers.LlamaForCausalLM, path, ignore=())
 
 
-def _hf_logits(model, tokens: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return model(input_ids=tokens).logits
-
-
-def _our_logits(model, tokens: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return model(tokens)
+_tokens, _hf_logits, _our_logits = tokens, hf_logits, our_logits
 
 
 # ----------------------------------------------------------------------------- export -> transformers

@@ -5,10 +5,8 @@ and what no HF class computes is refused, through the library and through `isofl
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
-import warnings
 from pathlib import Path
 
 import pytest
@@ -23,10 +21,10 @@ from isoflop.nn.mod_config import TopKMoD
 from isoflop.nn.moe_config import ExpertChoice, MoEFFN, SigmoidBias, SoftmaxTopK
 from isoflop.nn.rope import DefaultRope
 from tests.conftest import tiny_overrides
+from tests.interop.hf_helpers import VOCAB, hf_logits, load_hf, our_logits, tiny_model, tokens
 
 transformers = pytest.importorskip("transformers")
 
-VOCAB, SEQ = 97, 17
 # torch warns when transformers builds Qwen2-MoE's zero-width shared expert (our "no shared expert"); the
 # warning is about initialising an empty tensor, not about the checkpoint.
 _EMPTY_INIT = "Initializing zero-element tensors is a no-op"
@@ -51,53 +49,14 @@ CASES = {  # name: (model overrides, the class export picks)
 
 
 def _model(seed: int = 0, **overrides):
-    """A tiny seeded model whose norm weights are moved away from 1, so the norms are tested too."""
-    cfg = ModelConfig(**{"vocab_size": VOCAB, "d_model": 64, "n_layers": 2, "n_heads": 4, "ffn_hidden": 48,
-                         **overrides})
-    torch.manual_seed(seed)
-    model = cfg.build().eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.uniform_(0.5, 1.5)
-    return cfg, model
-
-
-def _tokens(seed: int = 1) -> torch.Tensor:
-    return torch.randint(0, VOCAB, (2, SEQ), generator=torch.Generator().manual_seed(seed))
-
-
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
+    return tiny_model(seed, **{"ffn_hidden": 48, **overrides})
 
 
 def _load_hf(path: Path):
-    """AutoModelForCausalLM.from_pretrained(path) with every warning transformers logged or raised (bar one)."""
-    handler, logger = _Collect(), logging.getLogger("transformers")
-    logger.addHandler(handler)
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            model, info = transformers.AutoModelForCausalLM.from_pretrained(path, output_loading_info=True)
-    finally:
-        logger.removeHandler(handler)
-    messages = handler.messages + [str(w.message) for w in caught if str(w.message) != _EMPTY_INIT]
-    return model.eval(), info, messages
+    return load_hf(transformers.AutoModelForCausalLM, path, ignore=(_EMPTY_INIT,))
 
 
-def _hf_logits(model, tokens: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return model(input_ids=tokens).logits
-
-
-def _our_logits(model, tokens: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return model(tokens)
+_tokens, _hf_logits, _our_logits = tokens, hf_logits, our_logits
 
 
 # ----------------------------------------------------------------------------- export -> transformers
