@@ -84,7 +84,7 @@ def _with_overrides(configs: dict, overrides: list[str]) -> dict:
 def _check_existing(configs: dict, run_dirs: dict[str, Path]) -> None:
     """Refuse a DIR whose runs were made with other settings. A finished run's saved config is read back
     through the current schema first, so a config field added since (with its default) is no difference."""
-    from isoflop.train.run import check_run_dir
+    from isoflop.train.run import check_run_dir, first_difference
     from isoflop.train.spec import ExperimentConfig
 
     for name, cfg in configs.items():
@@ -92,20 +92,11 @@ def _check_existing(configs: dict, run_dirs: dict[str, Path]) -> None:
         if (run / "run.json").is_file():
             saved = ExperimentConfig.from_dict(json.loads((run / "config.json").read_text())).to_dict()
             if saved != cfg.to_dict():
-                raise ConfigError(str(run), f"holds a run with a different config (at {_difference(saved, cfg.to_dict())})")
+                raise ConfigError(str(run), f"holds a run with a different config (at {first_difference(saved, cfg.to_dict())})")
         elif (run / "config.json").is_file():
             check_run_dir(run, cfg, resume=True)  # raises when the run there has another config
         elif run.exists() and any(run.iterdir()):
             raise ConfigError(str(run), "exists, holds no run, and is not empty")
-
-
-def _difference(a: object, b: object, prefix: str = "") -> str:
-    """The first dotted key where two config dicts differ."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b)):
-            if a.get(key) != b.get(key):
-                return _difference(a.get(key), b.get(key), f"{prefix}{key}.")
-    return prefix.rstrip(".") or "the top level"
 
 
 def _say(line: str) -> None:

@@ -17,6 +17,7 @@ import torch
 from isoflop.config import ConfigError
 from isoflop.train import checkpoint
 from isoflop.train.plan import resolve_plan
+from isoflop.train.run import write_json
 from isoflop.train.spec import ExperimentConfig
 
 
@@ -51,18 +52,14 @@ def write_run(out: Path, cfg: ExperimentConfig, *, tokenizer_dir: Path, step: in
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        _write_json(tmp / "config.json", cfg.to_dict())
-        _write_json(tmp / "plan.json", resolve_plan(cfg, 1).to_dict())
+        write_json(tmp / "config.json", cfg.to_dict())
+        write_json(tmp / "plan.json", resolve_plan(cfg, 1).to_dict())
         shutil.copytree(tokenizer_dir, tmp / "tokenizer")
         checkpoint.save(tmp, step, model_state, optim_state, {"loader": loader_state, "elapsed_s": 0.0},
                         keep=cfg.checkpoint.keep)
-        _write_json(tmp / f"{record_name}.json", record)
+        write_json(tmp / f"{record_name}.json", record)
         if out.exists():
             out.rmdir()  # empty, checked above
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=1) + "\n")

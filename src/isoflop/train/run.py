@@ -42,7 +42,7 @@ def check_run_dir(out: Path, cfg: ExperimentConfig, *, resume: bool) -> None:
             raise ConfigError(str(out), "--resume: no run here (no config.json)")
         saved = json.loads(config_file.read_text())
         if saved != cfg.to_dict():
-            differing = _first_difference(saved, cfg.to_dict())
+            differing = first_difference(saved, cfg.to_dict())
             raise ConfigError(str(out), f"--resume: the run here has a different config (at {differing})")
         return  # a run killed before its first checkpoint restarts from step 0
     if config_file.is_file():
@@ -67,8 +67,8 @@ def run_training(cfg: ExperimentConfig, out_dir: str | Path, *, resume: bool = F
         parallel.barrier(ctx)  # every rank checked the directory before rank 0 writes into it
         if ctx.is_main and not resume:
             out.mkdir(parents=True, exist_ok=True)
-            _write_json(out / "config.json", cfg.to_dict())
-            _write_json(out / "plan.json", plan.to_dict())
+            write_json(out / "config.json", cfg.to_dict())
+            write_json(out / "plan.json", plan.to_dict())
         console = ConsoleProgress(plan.steps, stream) if ctx.is_main else None
         if console:
             console.message(describe(plan))
@@ -190,7 +190,7 @@ def _train(cfg: ExperimentConfig, plan: RunPlan, data: PreparedData, out: Path, 
     wall = clock["before"] + time.perf_counter() - clock["start"]
     result = run_record(cfg, plan, data, final, wall, ctx)
     if ctx.is_main:
-        _write_json(out / "run.json", result)
+        write_json(out / "run.json", result)
         if tensorboard:
             tensorboard.close()
     return result
@@ -229,15 +229,17 @@ def run_record(cfg: ExperimentConfig, plan: RunPlan, data: PreparedData, final: 
     }
 
 
-def _write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (a temporary file renamed into place)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=1) + "\n")
     os.replace(tmp, path)
 
 
-def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
+def first_difference(a: Any, b: Any, prefix: str = "") -> str:
+    """The first dotted key where two config dicts differ."""
     if isinstance(a, dict) and isinstance(b, dict):
         for key in sorted(set(a) | set(b)):
             if a.get(key) != b.get(key):
-                return _first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
+                return first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
     return prefix.rstrip(".") or "the top level"
