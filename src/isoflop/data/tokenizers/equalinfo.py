@@ -44,7 +44,7 @@ import numpy as np
 from isoflop.config import ConfigError
 from isoflop.data.tokenizers.arithmetic import DEFAULT_PRECISION, BitString, Decoder, Encoder
 from isoflop.data.tokenizers.m1 import M1, M1Stepper, deterministic
-from isoflop.data.tokenizers.neural_ac import DEFAULT_ROWS, END, NeuralCoderTokenizer
+from isoflop.data.tokenizers.neural_ac import DEFAULT_ROWS, END, NeuralCoderTokenizer, fill_rows
 
 WINDOW_BITS = (16, 24, 32, 64, 128)  # Lester et al. §3.3 and App. A.1
 DECODING = ("lossless", "paper")
@@ -106,9 +106,7 @@ class EqualInfoACTokenizer(NeuralCoderTokenizer):
         stepper = M1Stepper(self.m1, rows=self.rows, capacity=self.max_window_bytes)
         with deterministic():
             while True:
-                for r in range(self.rows):
-                    if row_doc[r] is None and queue:
-                        row_doc[r] = queue.pop()
+                fill_rows(row_doc, queue)
                 live = [r for r in range(self.rows) if row_doc[r] is not None]
                 if not live:
                     break
@@ -181,9 +179,7 @@ class EqualInfoACTokenizer(NeuralCoderTokenizer):
         stepper = M1Stepper(self.m1, rows=self.rows, capacity=self.max_window_bytes)
         with deterministic():
             while True:
-                for r in range(self.rows):
-                    if row_doc[r] is None and queue:
-                        row_doc[r] = queue.pop()
+                fill_rows(row_doc, queue)
                 if all(d is None for d in row_doc):
                     break
                 windows = {r: docs[d][next_window[d]] for r, d in enumerate(row_doc) if d is not None}

@@ -46,6 +46,16 @@ END = 256  # the END symbol: M1's end-of-text id
 DEFAULT_ROWS = 16  # M1 batch rows: enough to amortise one forward's overhead on a CPU
 
 
+def fill_rows(row_doc: list[int | None], queue: list[int]) -> list[int]:
+    """Give each idle batch row (None) the next document of `queue` (popped from its end); the rows filled."""
+    filled = []
+    for r, d in enumerate(row_doc):
+        if d is None and queue:
+            row_doc[r] = queue.pop()
+            filled.append(r)
+    return filled
+
+
 class NeuralCoderTokenizer(BaseTokenizer):
     """What `ac` and `equalinfo-ac` share: M1, N-bit tokens, the saved files."""
 
@@ -151,9 +161,8 @@ class ACTokenizer(NeuralCoderTokenizer):
         stepper = M1Stepper(self.m1, rows=self.rows, capacity=self.context)
         with deterministic():
             while queue or any(d is not None for d in row_doc):
-                for r in range(self.rows):  # a context restart: idle rows take new documents
-                    if row_doc[r] is None and queue:
-                        row_doc[r], row_pos[r] = queue.pop(), 0
+                for r in fill_rows(row_doc, queue):  # a context restart: idle rows take new documents
+                    row_pos[r] = 0
                 chunk_syms: list[list[int]] = [[] for _ in range(self.rows)]
                 chunk_cdfs: list[list[np.ndarray]] = [[] for _ in range(self.rows)]
                 logits_RS = stepper.start()
@@ -194,9 +203,7 @@ class ACTokenizer(NeuralCoderTokenizer):
         stepper = M1Stepper(self.m1, rows=self.rows, capacity=self.context)
         with deterministic():
             while queue or any(d is not None for d in row_doc):
-                for r in range(self.rows):
-                    if row_doc[r] is None and queue:
-                        row_doc[r] = queue.pop()
+                fill_rows(row_doc, queue)
                 logits_RS = stepper.start()
                 for j in range(self.context):
                     cdfs_RC = self._cdfs(logits_RS)
