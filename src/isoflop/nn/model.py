@@ -42,6 +42,8 @@ class TransformerLM(nn.Module):
         if cfg.tied_init == "projection":  # Su 9698: the tied head reads a rotated copy of the normed state
             self.head_projection = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.init_weights()
+        # The modules that report aux losses (MoE, MoD), found once: the trainer asks every micro-step.
+        self._routed = [m for m in self.modules() if m is not self and hasattr(m, "aux_loss")]
 
     @torch.no_grad()
     def init_weights(self) -> None:
@@ -94,8 +96,7 @@ class TransformerLM(nn.Module):
     # ------------------------------------------------------------------ routed modules (MoE, MoD)
     def aux_loss(self) -> torch.Tensor | None:
         """The sum of the routed modules' auxiliary losses from the last forward, or None when there are none."""
-        losses = [m.aux_loss for m in self.modules() if getattr(m, "aux_loss", None) is not None
-                  and isinstance(m.aux_loss, torch.Tensor)]
+        losses = [m.aux_loss for m in self._routed if isinstance(m.aux_loss, torch.Tensor)]
         return torch.stack(losses).sum() if losses else None
 
     def routing_stats(self) -> dict[str, float]:
