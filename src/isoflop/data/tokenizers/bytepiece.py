@@ -23,8 +23,11 @@ The algorithm follows the reference (steps as in reference/compression_positions
 
 Encoding: unigram Viterbi, log p(w) = log count(w) - log sum of counts, chunk by chunk (the reference
 enumerates matches with Aho-Corasick; here a set of piece prefixes stops the scan at each start early).
-Ties go to the earliest found (shortest first piece), so encoding is deterministic. Ids: 0 <pad>, 1 <bos>,
-2 <eos> (our end-of-text), pieces from 3 sorted by (length, bytes), as in the reference.
+Ties go to the earliest found (shortest first piece), so encoding is deterministic. `_Unigram.segment` is
+that loop in plain Python (training and the tests use it); `encode` runs the same loop over a byte trie,
+compiled with numba (`bytepiece_kernels.py`; ids equal to `segment`'s for every input), ~15x faster.
+Ids: 0 <pad>, 1 <bos>, 2 <eos> (our end-of-text), pieces from 3 sorted by (length, bytes), as in the
+reference.
 """
 
 from __future__ import annotations
@@ -227,6 +230,7 @@ class BytePieceTokenizer(BaseTokenizer):
         self._pieces = [b"", b"", b""] + sorted(counts, key=lambda p: (len(p), p))  # id -> bytes
         self._ids = {p: i for i, p in enumerate(self._pieces) if i >= N_RESERVED}
         self.vocab_size = len(self._pieces)
+        self._trie: tuple[np.ndarray, ...] | None = None  # built on first encode (bytepiece_kernels)
 
     @classmethod
     def train(cls, docs: Iterable[bytes], **knobs: Any) -> BytePieceTokenizer:
@@ -239,11 +243,22 @@ class BytePieceTokenizer(BaseTokenizer):
 
     def tokenize(self, data: bytes) -> list[bytes]:
         """`data` as pieces (segmented line chunk by line chunk)."""
-        return [p for c in chunks(data) for p in self._model.segment(c)]
+        pieces = self._pieces
+        return [pieces[i] for i in self.encode(data).tolist()]
 
     def encode(self, data: bytes) -> np.ndarray:
-        ids = self._ids
-        return np.fromiter((ids[p] for p in self.tokenize(data)), dtype=np.int64)
+        from isoflop.data.tokenizers import bytepiece_kernels as kernels  # imports numba: first use only
+
+        if not kernels.HAVE_NUMBA:  # interpreted, the kernel would be slower than the dict-based loop
+            ids = self._ids
+            return np.fromiter((ids[p] for c in chunks(data) for p in self._model.segment(c)), dtype=np.int64)
+        if self._trie is None:
+            self._trie = kernels.build_trie(self._model.logp, self._ids)
+        out = np.empty(len(data), dtype=np.int64)
+        n = kernels.encode_kernel(np.frombuffer(data, dtype=np.uint8), *self._trie, out)
+        if n < 0:
+            raise ValueError("a BytePiece vocabulary needs a positive count for every single byte")
+        return out[:n].copy()
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> bytes:
         arr = as_ids(ids)
