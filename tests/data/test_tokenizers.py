@@ -241,3 +241,13 @@ def test_bpe_training_on_cut_text_learns_the_same_merges(monkeypatch: pytest.Mon
     whole = cfg.build([doc]).fingerprint()
     monkeypatch.setattr(bpe_module, "_TRAIN_PIECE_BYTES", 100)
     assert cfg.build([doc]).fingerprint() == whole
+
+
+def test_unigram_vocab_too_small_for_the_text_is_a_config_error() -> None:
+    """sentencepiece needs a piece per distinct character (coverage 1.0): its refusal names the key, no traceback."""
+    from isoflop.data.config import UnigramTokenizerConfig
+
+    text = "".join(chr(0x4E00 + i) for i in range(600)).encode("utf-8")  # 600 distinct CJK characters
+    with pytest.raises(ConfigError) as err:
+        UnigramTokenizerConfig(vocab_size=500).build([text] * 3)
+    assert err.value.key == "data.tokenizer.vocab_size" and "500" in err.value.problem

@@ -88,16 +88,13 @@ class UnigramTokenizer(EscapedTableTokenizer):
         import sentencepiece as spm
 
         model = io.BytesIO()
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=_training_sentences(docs, train_bytes), model_writer=model,
-            model_type="unigram", vocab_size=vocab_size, hard_vocab_limit=False,
-            normalization_rule_name="identity", byte_fallback=True, add_dummy_prefix=False,
-            remove_extra_whitespaces=False, allow_whitespace_only_pieces=True, split_by_whitespace=True,
-            character_coverage=1.0, max_sentence_length=4 * _TRAIN_SENTENCE_BYTES,
-            unk_id=0, eos_id=1, bos_id=-1, pad_id=-1, eos_piece=EOT,
-            user_defined_symbols=[chr(ESC_BASE + b) for b in range(0x80, 0x100)],
-            num_threads=2, minloglevel=2, seed_sentencepiece_size=200_000,
-        )
+        try:
+            _train_sentencepiece(spm, docs, train_bytes, vocab_size, model)
+        except RuntimeError as e:  # sentencepiece's own check, e.g. fewer pieces than the text's characters
+            from isoflop.config import ConfigError
+
+            raise ConfigError("data.tokenizer.vocab_size", f"sentencepiece cannot train {vocab_size} pieces on this "
+                              f"text: {str(e).splitlines()[0][-160:]}") from None
         return cls(model.getvalue())
 
     def _token_bytes(self) -> list[bytes]:
@@ -154,6 +151,20 @@ def _training_sentences(docs: Iterable[bytes], budget: int) -> Iterator[str]:
             if text:
                 yield text
             start = end
+
+
+def _train_sentencepiece(spm: Any, docs: Iterable[bytes], train_bytes: int, vocab_size: int, model: Any) -> None:
+    """The trainer settings: identity normalisation, byte fallback, every character covered (module docstring)."""
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=_training_sentences(docs, train_bytes), model_writer=model,
+        model_type="unigram", vocab_size=vocab_size, hard_vocab_limit=False,
+        normalization_rule_name="identity", byte_fallback=True, add_dummy_prefix=False,
+        remove_extra_whitespaces=False, allow_whitespace_only_pieces=True, split_by_whitespace=True,
+        character_coverage=1.0, max_sentence_length=4 * _TRAIN_SENTENCE_BYTES,
+        unk_id=0, eos_id=1, bos_id=-1, pad_id=-1, eos_piece=EOT,
+        user_defined_symbols=[chr(ESC_BASE + b) for b in range(0x80, 0x100)],
+        num_threads=2, minloglevel=2, seed_sentencepiece_size=200_000,
+    )
 
 
 __all__ = ["N_RESERVED", "UnigramTokenizer", "escape"]
