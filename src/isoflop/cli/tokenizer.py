@@ -207,6 +207,7 @@ def _stats(args: argparse.Namespace) -> int:
     n_bytes = sum(len(d) for d in docs)
     if n_bytes == 0:
         raise ConfigError("--corpus", "holds no bytes to measure")
+    tok.decode(tok.encode(b"warm-up\n"))  # one-time set-up (numba loading its compiled kernels) is not throughput
     start = time.perf_counter()
     encoded = tok.encode_batch(docs)
     encode_s = time.perf_counter() - start
