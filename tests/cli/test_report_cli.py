@@ -11,7 +11,7 @@ import pytest
 
 from isoflop.cli import main
 
-STUDIES = ("rope-extrapolation", "sign-optimizer-embeddings", "cosine-stretch")
+STUDIES = ("rope-extrapolation", "sign-optimizer-embeddings", "cosine-stretch", "compressed-text")
 
 
 def test_list_names_every_study(capsys):

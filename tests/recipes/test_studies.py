@@ -27,7 +27,8 @@ from tests.conftest import make_corpus, tiny_overrides
 
 
 def test_registry_and_unknown_names(tmp_path):
-    assert set(study_names()) == {"rope-extrapolation", "sign-optimizer-embeddings", "cosine-stretch"}
+    assert set(study_names()) == {"rope-extrapolation", "sign-optimizer-embeddings", "cosine-stretch",
+                                  "compressed-text"}
     assert all(study_names().values())
     with pytest.raises(ConfigError, match="did you mean 'cosine-stretch'"):
         get_study("cosine-strech")

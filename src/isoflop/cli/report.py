@@ -50,7 +50,10 @@ def report(args: argparse.Namespace) -> int:
     from isoflop.science.report import write_report
     from isoflop.train.run import run_training
 
-    study.prepare(out, smoke=args.smoke)
+    study.prepare(out, smoke=args.smoke, progress=_say)
+    # A study's runs may read what prepare made (compressed-text's tokenizer folders): take them again.
+    configs = _with_overrides(study.runs(out, smoke=args.smoke), args.overrides)
+    _check_existing(configs, run_dirs)
     start = time.perf_counter()
     for i, (name, cfg) in enumerate(configs.items(), 1):
         run = run_dirs[name]

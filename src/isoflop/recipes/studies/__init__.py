@@ -26,8 +26,9 @@ class Study:
     claim: ClassVar[str]
     """The claim under test, as the source states it."""
 
-    def prepare(self, out: Path, *, smoke: bool) -> None:
-        """Write any inputs the runs read (under `out`) before training; most studies need none."""
+    def prepare(self, out: Path, *, smoke: bool, progress: Callable[[str], None] | None = None) -> None:
+        """Write any inputs the runs read (under `out`) before training, telling `progress` what it does; most
+        studies need none. `runs` is asked again after it, so a run may use what it made."""
 
     def runs(self, out: Path, *, smoke: bool) -> dict[str, ExperimentConfig]:
         """The runs to train, by name (each trains into `out/runs/<name>`)."""
@@ -39,11 +40,12 @@ class Study:
 
 
 def _registry() -> dict[str, Callable[[], Study]]:
+    from isoflop.recipes.studies.compressed_text import CompressedText
     from isoflop.recipes.studies.cosine_stretch import CosineStretch
     from isoflop.recipes.studies.rope_extrapolation import RopeExtrapolation
     from isoflop.recipes.studies.sign_optimizer_embeddings import SignOptimizerEmbeddings
 
-    return {s.name: s for s in (RopeExtrapolation, SignOptimizerEmbeddings, CosineStretch)}
+    return {s.name: s for s in (RopeExtrapolation, SignOptimizerEmbeddings, CosineStretch, CompressedText)}
 
 
 def study_names() -> dict[str, str]:

@@ -12,6 +12,7 @@ that 1/(ηλ) is a fraction of the run: λ = 0.1 (θ* = 10), η = 1e-2, so 1/(η
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,7 @@ class SignOptimizerEmbeddings(Study):
              "seen token settle at ±1/λ; updating only present rows (lazy), AdamW for the embedding, or tied "
              "embeddings keep them bounded (Su, kexue.fm 9736).")
 
-    def prepare(self, out: Path, *, smoke: bool) -> None:
+    def prepare(self, out: Path, *, smoke: bool, progress: Callable[[str], None] | None = None) -> None:
         folder = out / "corpus"
         if not folder.is_dir():  # written once: the runs' shards are keyed by its contents
             n_docs, size = (16, 1500) if smoke else (48, 2700)  # full: ~128 kB, an epoch is ~500 steps
