@@ -102,3 +102,26 @@ def test_config() -> None:
         with pytest.raises(ConfigError) as e:
             TokenizerConfig.from_dict({"kind": "ac", key: value})
         assert e.value.key.endswith(key)
+
+
+def test_stepper_restart_gives_the_bits_of_a_fresh_stepper() -> None:
+    """start() after use reuses BOS's cached keys/values and logits: every later step equals a new stepper's."""
+    from isoflop.data.tokenizers.m1 import M1Stepper, deterministic
+
+    m1, rows = tiny_m1(seed=3), 4
+    rng = np.random.default_rng(0)
+    first, second = rng.integers(0, 256, (6, rows)), rng.integers(0, 256, (5, rows))
+    with deterministic():
+        used = M1Stepper(m1, rows=rows, capacity=8)
+        used.start()
+        for tokens in first:
+            used.step(tokens)
+        fresh = M1Stepper(m1, rows=rows, capacity=8)
+        got, want = [used.start()], [fresh.start()]
+        assert used.position == fresh.position == 1
+        for tokens in second:
+            got.append(used.step(tokens))
+            want.append(fresh.step(tokens))
+    for a, b in zip(got, want, strict=True):
+        assert np.array_equal(a, b)
+    assert not np.array_equal(got[1], got[2])  # the steps see their tokens (a stuck cache would repeat)
