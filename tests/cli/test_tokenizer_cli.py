@@ -29,7 +29,7 @@ def test_train_encode_decode_stats(kind, flags, tmp_path, corpus_dir, capsys) ->
     for key in ("bytes_per_token", "bits_per_token", "vocab_size", "n_tokens", "n_bytes", "encode_bytes_per_s",
                 "decode_bytes_per_s"):
         assert key in stats
-    assert stats["vocab_size"] == tok.vocab_size
+    assert stats["vocab_size"] == tok.vocab_size and stats["lossless"] is True
     assert stats["bytes_per_token"] == pytest.approx(stats["n_bytes"] / stats["n_tokens"])
     # BytePiece learns little on this twelve-word synthetic corpus: its n-gram pre-segmentation makes whole
     # lines into pieces, too long to keep (see tests/data/test_tokenizers_compressed.py for real text).
