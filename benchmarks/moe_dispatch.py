@@ -3,17 +3,29 @@ Hugging Face's Mixtral sparse block (one `torch.where` over an expert mask and o
 
 Both run the same weights in the same process on the same inputs (E = 8, top-2, softmax -> top-k ->
 renormalise, dropless); the implementations alternate round by round so machine drift hits both alike,
-and the median is reported. The layer runs twice: its default path (the grouped matmul where torch has one)
-and its per-expert loop over sorted slices. When transformers is installed, its own `MixtralSparseMoeBlock`
-(eager experts) runs too, with the same weights copied in. CPU runs in float32; CUDA, when present, in bfloat16.
+and the median is reported. The layer runs twice: its default path (`prefer_grouped_mm`: the grouped matmul
+or the loop, by rows) and its per-expert loop over sorted slices. When transformers is installed, its own
+`MixtralSparseMoeBlock` (eager experts) runs too, with the same weights copied in. CPU runs in float32; CUDA,
+when present, in bfloat16.
 
     python benchmarks/moe_dispatch.py [--rounds 5] [--device cpu|cuda]
+
+`--sweep` instead times only the layer's two paths (grouped matmul forced on, per-expert loop forced on; same
+weights and inputs, alternating round by round, median of `--rounds`) over a grid of tokens x d_model x hidden
+(hidden = each `--hidden-mult` times d_model), and prints one JSON line with every point's figures; this is
+what `isoflop.nn.moe.prefer_grouped_mm` was chosen from. Each round runs enough steps to last about
+`--round-seconds`, so small shapes are not timed on a single step.
+
+    python benchmarks/moe_dispatch.py --sweep [--tokens 256,1024,4096,8192] [--d-model 128,256,512,1024]
+        [--hidden-mult 2] [--rounds 5] [--round-seconds 0.2] [--threads N]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import math
 import statistics
 import time
 
@@ -129,13 +141,85 @@ def measure(shape: dict, device: torch.device, dtype: torch.dtype, rounds: int) 
             "max_abs_diff": max_diff}
 
 
+def sweep_point(tokens: int, d_model: int, hidden: int, device: torch.device, dtype: torch.dtype, rounds: int,
+                round_seconds: float) -> dict:
+    """The layer's grouped path against its per-expert loop at one shape: forward + backward seconds per step
+    (median over rounds), grouped / loop speedup (> 1: grouped faster) and the largest output difference."""
+    torch.manual_seed(0)
+    moe = MoE(MoEFFN(experts=8, top_k=2), d_model, hidden)
+    for p in moe.parameters():
+        torch.nn.init.normal_(p, 0.0, d_model ** -0.5)
+    moe = moe.to(device=device, dtype=dtype)
+    x_ND = torch.randn(tokens, d_model, device=device, dtype=dtype, requires_grad=True)
+    grad_ND = torch.randn(tokens, d_model, device=device, dtype=dtype)
+
+    def path(grouped: bool):
+        def fn(x):
+            Experts.use_grouped_mm = grouped
+            return moe(x.unsqueeze(0)).squeeze(0)
+        return fn
+
+    impls = {"grouped": path(True), "loop": path(False)}
+    try:
+        with torch.no_grad():
+            max_diff = float((impls["grouped"](x_ND) - impls["loop"](x_ND)).abs().max())
+        warm: dict[str, float] = {}
+        for k, fn in impls.items():  # warm-up, and a first timing to size each round
+            _step(fn, x_ND, grad_ND, moe)
+            _sync(device)
+            start = time.perf_counter()
+            _step(fn, x_ND, grad_ND, moe)
+            _sync(device)
+            warm[k] = time.perf_counter() - start
+        steps = max(1, math.ceil(round_seconds / max(min(warm.values()), 1e-6)))
+        seconds: dict[str, list[float]] = {k: [] for k in impls}
+        for r in range(rounds):
+            order = list(impls.items()) if r % 2 == 0 else list(impls.items())[::-1]  # neither always goes first
+            for k, fn in order:
+                _sync(device)
+                start = time.perf_counter()
+                for _ in range(steps):
+                    _step(fn, x_ND, grad_ND, moe)
+                _sync(device)
+                seconds[k].append((time.perf_counter() - start) / steps)
+    finally:
+        Experts.use_grouped_mm = None
+    grouped_s, loop_s = statistics.median(seconds["grouped"]), statistics.median(seconds["loop"])
+    spread = {k: round((max(v) - min(v)) / statistics.median(v), 3) for k, v in seconds.items()}
+    return {"tokens": tokens, "d_model": d_model, "hidden": hidden, "steps_per_round": steps,
+            "grouped_ms": round(grouped_s * 1e3, 3), "loop_ms": round(loop_s * 1e3, 3),
+            "speedup_grouped_over_loop": round(loop_s / grouped_s, 3),
+            "relative_spread_grouped": spread["grouped"], "relative_spread_loop": spread["loop"],
+            "max_abs_diff": max_diff}
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--sweep", action="store_true", help="grouped vs loop over a grid of shapes")
+    parser.add_argument("--tokens", type=_ints, default=[256, 1024, 4096, 8192])
+    parser.add_argument("--d-model", type=_ints, default=[128, 256, 512, 1024])
+    parser.add_argument("--hidden-mult", type=_ints, default=[2])
+    parser.add_argument("--round-seconds", type=float, default=0.2)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    if args.sweep:
+        points = [sweep_point(n, d, m * d, device, dtype, args.rounds, args.round_seconds)
+                  for n, d, m in itertools.product(args.tokens, args.d_model, args.hidden_mult)]
+        print(json.dumps({"benchmark": "moe_dispatch_sweep", "device": str(device),
+                          "dtype": str(dtype).removeprefix("torch."), "threads": torch.get_num_threads(),
+                          "torch": torch.__version__, "experts": 8, "top_k": 2, "rounds": args.rounds,
+                          "points": points}))
+        return
     results = {name: measure(shape, device, dtype, args.rounds) for name, shape in SHAPES.items()}
     print(json.dumps({"benchmark": "moe_dispatch", "device": str(device), "dtype": str(dtype).removeprefix("torch."),
                       "threads": torch.get_num_threads(), "torch": torch.__version__, **results}))

@@ -318,3 +318,33 @@ def test_training_run_logs_aux_loss_and_load(tmp_path, corpus_dir, cache_dir):
         for layer in (0, 1):
             assert r[f"{layer}.ffn.load_max_over_mean"] >= 1.0 >= r[f"{layer}.ffn.load_min_over_mean"]
             assert f"{layer}.ffn.balance_loss" in r and f"{layer}.ffn.dropped_fraction" in r
+
+
+def test_default_path_takes_grouped_mm_up_to_the_measured_rows_on_cpu(monkeypatch):
+    """With no override the CPU takes the grouped matmul up to CPU_GROUPED_MM_MAX_ROWS rows, the loop above,
+    and both give the same output."""
+    from isoflop.nn import moe as moe_module
+
+    calls = []
+    real = F.grouped_mm
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].shape[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(F, "grouped_mm", counting)
+    torch.manual_seed(0)
+    experts = Experts(4, 16, 32)
+    for p in experts.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    limit = moe_module.CPU_GROUPED_MM_MAX_ROWS
+    for rows, grouped in ((8, True), (limit, True), (limit + 4, False)):
+        if not moe_module.grouped_mm_applies(torch.zeros(1, 16), 32):
+            pytest.skip("torch has no CPU grouped matmul here")
+        calls.clear()
+        x_MD, counts_n = torch.randn(rows, 16), torch.tensor([rows // 4] * 4)
+        out = experts(x_MD, counts_n)
+        assert bool(calls) == grouped
+        experts.use_grouped_mm = not grouped
+        assert torch.allclose(experts(x_MD, counts_n), out, atol=1e-5)
+        experts.use_grouped_mm = None

@@ -2,9 +2,10 @@
 
 Dispatch sorts the kept (token, expert) assignments by expert, gathers the tokens into one contiguous
 (M, D) block and runs every expert on its slice with a grouped matmul (`torch.nn.functional.grouped_mm`,
-one kernel for all experts) or, where that kernel does not apply, a loop over the E experts. Outputs are
-weighted by their gates and summed back per token with `index_add`. No expert is padded to the largest
-load, so the matmul FLOPs are exactly the active ones (nn/counting.py).
+one kernel for all experts) or a loop over the E experts: the loop where that kernel does not apply, and on
+the CPU also above a measured number of rows (`prefer_grouped_mm`). Outputs are weighted by their gates and
+summed back per token with `index_add`. No expert is padded to the largest load, so the matmul FLOPs are
+exactly the active ones (nn/counting.py).
 
 Expert order: frozen experts 0..F-1 (lifelong expansion: weights and router rows without gradient), then the
 trainable ones, then the no-op experts (integrated MoDE: no weights, output exactly zero).
@@ -46,11 +47,32 @@ def grouped_mm_applies(x: torch.Tensor, hidden: int) -> bool:
     return ok_dtype and x.shape[-1] % per_16_bytes == 0 and hidden % per_16_bytes == 0
 
 
+#: Measured on CPU fp32, E = 8, top-2, forward + backward of the layer (benchmarks/moe_dispatch.py --sweep,
+#: D 128..1024, H = 2D; LOG.md 2026-11-22): the grouped matmul ran 1.03-1.5x the per-expert loop up to 1,024
+#: tokens (2,048 rows) in every run; from 2,048 tokens on, the loop ran as fast or faster with one thread
+#: (0.71-1.07x), while two threads on the shared machine scattered (0.9-1.6x). The crossover did not move
+#: clearly with D or H, so the rule is on rows alone. bf16 on the CPU was not measured; it follows fp32.
+CPU_GROUPED_MM_MAX_ROWS = 2048
+
+
+def prefer_grouped_mm(rows: int, device: torch.device) -> bool:
+    """Whether to take the grouped matmul over the per-expert loop, where both can run, for `rows` dispatched
+    (token, expert) assignments (about top_k * tokens). CUDA: always (one kernel against E launches). CPU: up
+    to CPU_GROUPED_MM_MAX_ROWS. torch's CPU kernel loops over the groups itself, so the matmuls cost the same;
+    what differs is the SiLU and product over the (M, H) intermediate, which the loop does per expert slice
+    while it is still in cache (profiled at 8,192 tokens, D 256: those element-wise ops took about twice as
+    long over the whole block), against the loop's per-expert overhead, which dominates at few rows."""
+    if device.type != "cpu":
+        return True
+    return rows <= CPU_GROUPED_MM_MAX_ROWS
+
+
 class Experts(nn.Module):
     """n SwiGLU experts as 3-D weights; each slice is in nn.Linear layout, so `gate_proj[e]` is expert e's
     `gate_proj.weight` of a dense SwiGLU (what sparse upcycling copies and HF export writes)."""
 
-    #: None: the grouped matmul where it applies (grouped_mm_applies), else the per-expert loop; tests force it
+    #: None: the grouped matmul where it applies (grouped_mm_applies) and is preferred (prefer_grouped_mm),
+    #: else the per-expert loop; True/False force a path (tests, benchmarks)
     use_grouped_mm: bool | None = None
 
     def __init__(self, n: int, d_model: int, hidden: int, *, trainable: bool = True):
@@ -74,18 +96,22 @@ class Experts(nn.Module):
         gate_nHD, up_nHD, down_nDH = (w.to(dtype) for w in (self.gate_proj, self.up_proj, self.down_proj))
         grouped = self.use_grouped_mm
         if grouped is None:
-            grouped = grouped_mm_applies(x_MD, self.hidden)
+            # under torch.compile M is data-dependent: no branch on it; one grouped kernel keeps the graph whole
+            grouped = grouped_mm_applies(x_MD, self.hidden) and (
+                torch.compiler.is_compiling() or prefer_grouped_mm(x_MD.shape[0], x_MD.device))
         if grouped:
             offs_n = torch.cumsum(counts_n, 0).to(torch.int32)
             g_MH = F.grouped_mm(x_MD, gate_nHD.transpose(-2, -1), offs=offs_n)
             u_MH = F.grouped_mm(x_MD, up_nHD.transpose(-2, -1), offs=offs_n)
             return F.grouped_mm(F.silu(g_MH) * u_MH, down_nDH.transpose(-2, -1), offs=offs_n)
         outputs = []
+        # unbind, not gate_nHD[e]: indexing's backward writes a zero-filled (n, H, D) gradient per expert and sums
+        # them (experts alone, 512 rows, D 512, H 1,024, CPU: 3x slower fwd+bwd); unbind's backward stacks once
+        weights = zip(gate_nHD.unbind(0), up_nHD.unbind(0), down_nDH.unbind(0), strict=True)
         # a loop over experts (not tokens): each runs on its contiguous slice, so FLOPs are the active ones
-        for e, x_mD in enumerate(torch.split(x_MD, counts_n.tolist())):
+        for x_mD, (gate_HD, up_HD, down_DH) in zip(torch.split(x_MD, counts_n.tolist()), weights, strict=True):
             if x_mD.shape[0]:
-                outputs.append(F.linear(F.silu(F.linear(x_mD, gate_nHD[e])) * F.linear(x_mD, up_nHD[e]),
-                                        down_nDH[e]))
+                outputs.append(F.linear(F.silu(F.linear(x_mD, gate_HD)) * F.linear(x_mD, up_HD), down_DH))
         return torch.cat(outputs) if outputs else x_MD.new_zeros(0, down_nDH.shape[1])
 
 
