@@ -1,6 +1,7 @@
 """The `equalinfo-ac` tokenizer: lossless on arbitrary bytes, windows of exactly W bits that each decode alone
 (M1 and the coder reset), every window of real and highly predictable text decoded right by the lossless
-rule, the paper's look-ahead rule measured failing, save/load, config, and the CLI path."""
+and the cell rules, the paper's look-ahead rule measured failing, the cell rule's exact intervals and its
+compression against the lossless rule, save/load, config, and the CLI path."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from isoflop.cli import main
 from isoflop.config import ConfigError
 from isoflop.data.config import EqualInfoACTokenizerConfig, TokenizerConfig
 from isoflop.data.tokenizers import load_tokenizer
-from isoflop.data.tokenizers.arithmetic import Encoder
+from isoflop.data.tokenizers.arithmetic import BitString, Decoder, Encoder, quantize_cdf
 from isoflop.data.tokenizers.equalinfo import EqualInfoACTokenizer
+from isoflop.data.tokenizers.equalinfo_cell import coding_interval
 from isoflop.data.tokenizers.m1 import M1, M1Stepper, deterministic
 from isoflop.data.tokenizers.neural_ac import END
 from isoflop.nn.config import ModelConfig
@@ -56,6 +58,11 @@ def tok(m1: M1) -> EqualInfoACTokenizer:
     return EqualInfoACTokenizer(m1, window_bits=16, token_bits=8, rows=8)
 
 
+@pytest.fixture(scope="module")
+def cell(m1: M1) -> EqualInfoACTokenizer:
+    return EqualInfoACTokenizer(m1, window_bits=16, token_bits=8, rows=8, decoding="cell")
+
+
 @SAMPLE
 @given(st.binary(max_size=60))
 @example(b"")
@@ -69,7 +76,22 @@ def test_round_trip_arbitrary_bytes(tok: EqualInfoACTokenizer, data: bytes) -> N
     assert tok.decode(ids) == data
 
 
-def test_batch_equals_alone(tok: EqualInfoACTokenizer) -> None:
+@SAMPLE
+@given(st.binary(max_size=60))
+@example(b"")
+@example(b"\x00")
+@example(bytes(range(256)))
+@example(b"a" * 2000)
+@example(b"\xff\xfe\xc3(\x80 not utf-8")
+def test_cell_rule_round_trip_arbitrary_bytes(cell: EqualInfoACTokenizer, data: bytes) -> None:
+    ids = cell.encode(data)
+    assert ids.size % 2 == 0 and ids.max() < cell.eot_id
+    assert cell.decode(ids) == data
+
+
+@pytest.mark.parametrize("decoding", ["lossless", "cell"])
+def test_batch_equals_alone(m1: M1, decoding: str) -> None:
+    tok = EqualInfoACTokenizer(m1, window_bits=16, token_bits=8, rows=8, decoding=decoding)
     docs = [b"", b"x", b"a" * 300, BOILERPLATE[:200], SOURCE[:300], bytes(range(40))]
     batch = tok.encode_batch(docs)
     for doc, ids in zip(docs, batch, strict=True):
@@ -89,8 +111,8 @@ def window_alone(tok: EqualInfoACTokenizer, symbols: list[int]) -> bytes:
     return tok._pad(enc.finish())
 
 
-@pytest.mark.parametrize("text", [SOURCE, b"a" * 5000, BOILERPLATE], ids=["source", "a5000", "boilerplate"])
-def test_every_window_is_w_bits_decodes_alone_and_equals_its_bytes_coded_alone(tok, text) -> None:
+def windows_and_symbols(tok: EqualInfoACTokenizer, text: bytes) -> tuple[list[tuple[bytes, list[int]]], dict]:
+    """Each window's W bits with the symbols it holds (by the encoder's count), and the encoder's stats."""
     ids, stats = tok.encode_with_stats([text])
     windows = tok._to_bytes(ids[0])
     counts = stats["window_counts"][0]
@@ -100,30 +122,75 @@ def test_every_window_is_w_bits_decodes_alone_and_equals_its_bytes_coded_alone(t
     for i, count in enumerate(counts):
         cases.append((windows[2 * i:2 * i + 2], symbols[start:start + count]))
         start += count
-    for b in range(0, len(cases), tok.rows):  # every window decoded alone by the lossless rule
+    return cases, stats
+
+
+def assert_each_window_decodes_alone(tok: EqualInfoACTokenizer, cases: list[tuple[bytes, list[int]]]) -> None:
+    for b in range(0, len(cases), tok.rows):  # every window decoded alone by the tokenizer's rule
         part = cases[b:b + tok.rows]
         got = tok._decode_windows(M1Stepper(tok.m1, rows=tok.rows, capacity=tok.max_window_bytes),
                                   {r: w for r, (w, _) in enumerate(part)})
         for r, (_, truth) in enumerate(part):
             syms, saw_end = got[r]
             assert syms + [END] * saw_end == truth
+
+
+@pytest.mark.parametrize("text", [SOURCE, b"a" * 5000, BOILERPLATE], ids=["source", "a5000", "boilerplate"])
+def test_every_window_is_w_bits_decodes_alone_and_equals_its_bytes_coded_alone(tok, text) -> None:
+    cases, stats = windows_and_symbols(tok, text)
+    assert_each_window_decodes_alone(tok, cases)
     for window, truth in cases[:: max(1, len(cases) // 12)]:  # reset of M1 and coder: coded alone, same bits
         assert window_alone(tok, truth) == window
     if text != SOURCE:  # predictable text: bytes adding only zero bits were moved on (the rule is exercised)
         assert stats["kept_symbols"] < stats["greedy_symbols"]
 
 
-def test_paper_rule_fails_where_the_lossless_rule_does_not(m1: M1) -> None:
-    paper = EqualInfoACTokenizer(m1, window_bits=16, token_bits=16, rows=4, decoding="paper")
-    measured = paper.paper_rule_failures([SOURCE[:600]])
-    assert 0 < measured["failures"] <= measured["windows"]  # the §1.3 pitfall, measured, not asserted away
-    lossless = EqualInfoACTokenizer(m1, window_bits=16, token_bits=16, rows=4)
-    assert lossless.decode(lossless.encode(SOURCE[:600])) == SOURCE[:600]
+@pytest.mark.parametrize("text", [SOURCE[:2000], b"a" * 2000, BOILERPLATE[:1000]], ids=["source", "a2000", "boiler"])
+def test_cell_rule_every_window_is_w_bits_and_decodes_alone_to_its_symbols(cell, text) -> None:
+    cases, _ = windows_and_symbols(cell, text)
+    assert_each_window_decodes_alone(cell, cases)
 
 
+def test_cell_rule_compresses_predictable_text_and_source_better_than_the_lossless_rule(tok, cell) -> None:
+    a_cell, _ = windows_and_symbols(cell, b"a" * 1000)
+    a_lossless, _ = windows_and_symbols(tok, b"a" * 1000)
+    assert len(a_lossless) > 900 and len(a_cell) <= 10  # one byte a window vs the 128-byte cap (8 windows)
+    src_cell, _ = windows_and_symbols(cell, SOURCE[:2000])
+    src_lossless, _ = windows_and_symbols(tok, SOURCE[:2000])
+    assert len(src_cell) < len(src_lossless)  # measured on SOURCE (4000 bytes): 2076 vs 2259 windows
+
+
+def point_decodes_to(numerator: int, d: int, cdf: np.ndarray, symbols: list[int]) -> bool:
+    """Whether the point numerator / 2^d (a d-bit message) decodes, under static `cdf`, to `symbols`."""
+    if not 0 <= numerator < 1 << d:
+        return False
+    message = BitString((numerator << (-d % 8)).to_bytes((d + 7) // 8, "big"), d)
+    return Decoder(message, precision=14).decode_many(cdf, len(symbols)).tolist() == symbols
+
+
+def test_coding_interval_is_exactly_what_the_decoder_follows() -> None:
+    """The interval read off the encoder's state (the cell rule rests on it) against the decoder: the points
+    A / 2^D and (A + R - 1) / 2^D decode to the symbols, A - 1 and A + R to others; intervals nest."""
+    rng = np.random.default_rng(1)
+    for _ in range(40):
+        k = int(rng.integers(2, 40))
+        cdf = quantize_cdf(rng.dirichlet(np.full(k, 0.3)), 14)
+        symbols = rng.choice(k, size=int(rng.integers(1, 30)), p=np.diff(cdf) / cdf[-1]).tolist()
+        enc, (pa, pr, pd) = Encoder(precision=14), (0, 1, 0)
+        for n, s in enumerate(symbols, start=1):
+            enc.encode(s, cdf)
+            a, r, d = coding_interval(enc)
+            assert pa << (d - pd) <= a and a + r <= (pa + pr) << (d - pd)  # nested in the previous interval
+            pa, pr, pd = a, r, d
+            assert point_decodes_to(a, d, cdf, symbols[:n]) and point_decodes_to(a + r - 1, d, cdf, symbols[:n])
+            assert not point_decodes_to(a - 1, d, cdf, symbols[:n]) and not point_decodes_to(a + r, d, cdf,
+                                                                                              symbols[:n])
+
+
+@pytest.mark.parametrize("decoding", ["lossless", "cell"])
 @pytest.mark.parametrize(("window_bits", "token_bits"), [(24, 8), (32, 16), (128, 16)])
-def test_other_window_sizes(m1: M1, window_bits: int, token_bits: int) -> None:
-    tok = EqualInfoACTokenizer(m1, window_bits=window_bits, token_bits=token_bits, rows=4)
+def test_other_window_sizes(m1: M1, window_bits: int, token_bits: int, decoding: str) -> None:
+    tok = EqualInfoACTokenizer(m1, window_bits=window_bits, token_bits=token_bits, rows=4, decoding=decoding)
     ids = tok.encode(SOURCE[:500])
     assert ids.size % (window_bits // token_bits) == 0 and tok.decode(ids) == SOURCE[:500]
 
@@ -139,9 +206,11 @@ def test_save_load_and_foreign_ids(tok: EqualInfoACTokenizer, tmp_path) -> None:
         tok.decode([0, 0])  # zero bits: NUL bytes with no window end and no END
 
 
-def test_config() -> None:
+def test_config(m1: M1) -> None:
     cfg = TokenizerConfig.from_dict({"kind": "equalinfo-ac", "window_bits": 32})
     assert isinstance(cfg, EqualInfoACTokenizerConfig) and cfg.vocab_size == 65537
+    cell = TokenizerConfig.from_dict({"kind": "equalinfo-ac", "decoding": "cell", "token_bits": 8})
+    assert cell.build_with_m1(m1.model).decoding == "cell"  # every rule is reachable from the config
     for bad in ({"window_bits": 20}, {"window_bits": 24, "token_bits": 16}, {"decoding": "greedy"},
                 {"max_window_bytes": 0}):
         with pytest.raises(ConfigError):

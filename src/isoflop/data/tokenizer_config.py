@@ -312,8 +312,10 @@ class EqualInfoACTokenizerConfig(NeuralACTokenizerConfig):
     max_window_bytes: int | None = None
     """Most bytes one window may hold (M1's context per window). None: 8 * window_bits."""
     decoding: str = "lossless"
-    """The window-end rule: "lossless" (first matching prefix, encoder-checked; the default), or "paper"
-    (Lester et al.'s greedy look-ahead, which can decode wrongly: only to measure its failure rate)."""
+    """The window-end rule: "lossless" (first matching prefix, encoder-checked; the default), "cell" (the W bits
+    name a grid cell and the window ends where its two ends decode apart; encoder-checked, holds long runs of
+    predictable bytes), or "paper" (Lester et al.'s greedy look-ahead, which can decode wrongly: only to
+    measure its failure rate). See tokenizers/equalinfo.py."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -325,8 +327,8 @@ class EqualInfoACTokenizerConfig(NeuralACTokenizerConfig):
                 f"precision + 2 must fit in window_bits={self.window_bits}, got {self.precision}")
         require(self.max_window_bytes is None or self.max_window_bytes >= 1, "max_window_bytes",
                 f"must be positive or null, got {self.max_window_bytes}")
-        require(self.decoding in ("lossless", "paper"), "decoding",
-                f"must be 'lossless' or 'paper', got {self.decoding!r}")
+        require(self.decoding in ("lossless", "cell", "paper"), "decoding",
+                f"must be 'lossless', 'cell' or 'paper', got {self.decoding!r}")
 
     def build_with_m1(self, model: Any) -> Tokenizer:
         from isoflop.data.tokenizers.equalinfo import EqualInfoACTokenizer
