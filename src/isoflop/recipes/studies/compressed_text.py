@@ -54,11 +54,18 @@ def methods(vocab: int) -> tuple[Method, ...]:
         Method("gzip", "GZip v256", {"kind": "gzip", "token_bits": 8}, 2.23, 2.34),
         Method("static_ac", "StaticAC v256", {"kind": "static-ac", "token_bits": 8}, 1.73, 4.61),
         Method("ac", "AC v256", {"kind": "ac", **neural, "path": "tokenizers/ac"}, 5.49, 1.46),
-        Method("equalinfo_w16", "EqualInfoAC b16 v256",
-               {"kind": "equalinfo-ac", **neural, "window_bits": 16, "path": "tokenizers/equalinfo_w16"}, 2.66, 1.47),
-        Method("equalinfo_w32", "EqualInfoAC b32 v256",
-               {"kind": "equalinfo-ac", **neural, "window_bits": 32, "path": "tokenizers/equalinfo_w32"}, 3.49, 2.05),
+        # the "cell" window rule carries the paper's rows; the first-match rule ("lossless") shows its cost
+        Method("equalinfo_w16_cell", "EqualInfoAC b16 v256", _equalinfo(16, "cell"), 2.66, 1.47),
+        Method("equalinfo_w32_cell", "EqualInfoAC b32 v256", _equalinfo(32, "cell"), 3.49, 2.05),
+        Method("equalinfo_w16", "EqualInfoAC b16 v256, first-match rule", _equalinfo(16, "lossless")),
+        Method("equalinfo_w32", "EqualInfoAC b32 v256, first-match rule", _equalinfo(32, "lossless")),
     )
+
+
+def _equalinfo(window_bits: int, decoding: str) -> dict[str, Any]:
+    name = f"equalinfo_w{window_bits}" + ("_cell" if decoding == "cell" else "")
+    return {"kind": "equalinfo-ac", "token_bits": 8, "window_bits": window_bits, "decoding": decoding,
+            "path": f"tokenizers/{name}"}
 
 
 @dataclass(frozen=True)
@@ -138,17 +145,18 @@ class CompressedText(Study):
         neural = [m for m in methods(sizes.vocab) if "path" in m.tokenizer]
         for method in neural:
             _build_neural_tokenizer(out, method, say)
-        configs = [m2_config(out, sizes, m).data for m in neural]
         say(f"coding corpus/m2 with {', '.join(m.name for m in neural)} (M1 runs once per byte)")
+        jobs = [(m2_config(out, sizes, m).data, _Prefixed(progress, f"{m.name}: ") if progress else None)
+                for m in neural]
         if smoke:
-            for cfg in configs:
-                _prepare_shards(cfg)
+            for job in jobs:
+                _prepare_shards(job)
         else:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
             with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
-                list(pool.map(_prepare_shards, configs))
+                list(pool.map(_prepare_shards, jobs))
 
     def runs(self, out: Path, *, smoke: bool) -> dict[str, ExperimentConfig]:
         sizes = SMOKE if smoke else FULL
@@ -174,6 +182,7 @@ class CompressedText(Study):
                          "bytes_per_token": score["bytes_per_token"], "paper_bytes_per_token": method.paper_bytes_per_token,
                          "uniform_bpb": score["uniform_bpb"], "val_bpb": score["val_bpb"],
                          "paper_bpb": method.paper_bpb_25m, "flops_per_byte": flops,
+                         "epochs": run_record(run)["D_tokens"] / score["train_tokens"],
                          "train_bytes": run_record(run)["D_tokens"] * score["bytes_per_token"]})
             points.append({"label": method.label, "x": [flops], "y": [score["val_bpb"]], "style": "o"})
             evals = eval_records(run)
@@ -191,7 +200,8 @@ class CompressedText(Study):
                         {"key": "val_bpb", "label": "bits/byte", "format": ".3f"},
                         {"key": "uniform_bpb", "label": "uniform bits/byte", "format": ".3f"},
                         {"key": "paper_bpb", "label": "paper 25m (Tables 15-16)", "format": ".2f"},
-                        {"key": "flops_per_byte", "label": "FLOPs/byte", "format": ".3g"}],
+                        {"key": "flops_per_byte", "label": "FLOPs/byte", "format": ".3g"},
+                        {"key": "epochs", "label": "epochs of M2's text", "format": ".1f"}],
             "rows": rows,
             "plot": {"title": "compressed-text: one M2 shape on every tokenization of the same text", "panels": [
                 {"title": "bits/byte against inference FLOPs/byte (M1 included)", "xlabel": "FLOPs/byte",
@@ -207,7 +217,8 @@ class CompressedText(Study):
 
 def score_validation(run: Path) -> dict[str, float]:
     """The run's final model on its whole validation split (every full window, fp32): loss, bits/byte, and the
-    split's bytes per content token; uniform_bpb is what a model guessing uniformly over the content ids scores."""
+    split's bytes per content token; uniform_bpb is what a model guessing uniformly over the content ids scores;
+    train_tokens is the size of the training split (the run may repeat it)."""
     import math
 
     import torch
@@ -229,7 +240,8 @@ def score_validation(run: Path) -> dict[str, float]:
     bytes_per_token = split["n_bytes"] / max(split["n_tokens"] - split["n_documents"], 1)
     vocab = int(data.tokenizer.vocab_size)
     return {"val_bpb": result["val_bpb"], "val_loss": result["val_loss"], "bytes_per_token": bytes_per_token,
-            "vocab_size": vocab, "uniform_bpb": math.log2(vocab - 1) / bytes_per_token}
+            "vocab_size": vocab, "uniform_bpb": math.log2(vocab - 1) / bytes_per_token,
+            "train_tokens": data.n_tokens("train")}
 
 
 def score_m1(m1_run: Path, bytes_run: Path) -> float:
@@ -299,7 +311,8 @@ def _setting(out: Path, sizes: Sizes, m1_cfg: ExperimentConfig, m1_params: int, 
             f"{m1_params:,} non-embedding parameters, {m1_cfg.train.horizon.steps} steps of "
             f"{m1_cfg.train.batch_size} x {m1_cfg.data.seq_len} bytes; {m1_bpb:.3f} bits/byte on M2's validation "
             f"text (the paper's M1: 1.457 on C4). M2: one shape for every method (overrides {sizes.m2} of `tiny`), "
-            "so every method sees the same number of tokens and different amounts of text; subword vocabularies "
+            "so every method sees the same number of tokens (as in the paper) and so a different amount of text, "
+            "repeating M2's training text as often as the last column says; subword vocabularies "
             f"{sizes.vocab} (the paper's SentencePiece: 32k). Compressed kinds use 8-bit tokens (v=256), precision "
             "14, EqualInfoAC with the lossless window rule. Bits/byte is measured on the whole validation split, "
             "the same text for every method.")
@@ -348,8 +361,19 @@ def _build_neural_tokenizer(out: Path, method: Method, say: Callable[[str], None
     tmp.rename(folder)
 
 
-def _prepare_shards(data_cfg: Any) -> None:
+class _Prefixed:
+    """`progress` with a prefix, picklable (a worker process's progress goes to the CLI's reporter)."""
+
+    def __init__(self, progress: Callable[[str], None], prefix: str):
+        self.progress, self.prefix = progress, prefix
+
+    def __call__(self, message: str) -> None:
+        self.progress(self.prefix + message)
+
+
+def _prepare_shards(job: tuple[Any, _Prefixed | None]) -> None:
     """Code M2's corpus with a saved tokenizer into the shard cache (a worker process's job)."""
     from isoflop.data.shards import prepare
 
-    prepare(data_cfg)
+    data_cfg, progress = job
+    prepare(data_cfg, progress=progress)
