@@ -53,12 +53,14 @@ def test_the_corpus_parts_are_disjoint_and_cut_to_examples(smoke_report):
     m1 = sorted((smoke_report / "corpus" / "m1").iterdir())
     m2 = sorted((smoke_report / "corpus" / "m2").iterdir())
     assert m1 and m2 and not {p.name for p in m1} & {p.name for p in m2}
-    assert max(p.name for p in m1) < min(p.name for p in m2)  # M2's text comes after M1's in corpus order
+    assert max(p.name for p in m1) < min(p.name for p in m2)  # M2's text comes after M1's
     assert all(p.stat().st_size <= SMOKE.example_bytes for p in m1 + m2)
     assert sum(p.stat().st_size for p in m1) <= SMOKE.m1_bytes
     assert sum(p.stat().st_size for p in m2) <= SMOKE.m2_bytes
-    stdlib = b"".join(itertools.islice(iter_documents(DataConfig(corpus="stdlib")), 40))
-    assert b"".join(p.read_bytes() for p in m1 + m2) in stdlib  # the examples are the corpus, in order
+    stdlib = b"\0".join(iter_documents(DataConfig(corpus="stdlib")))
+    assert all(p.read_bytes() in stdlib for p in m1 + m2)  # every example is a piece of one stdlib file
+    first_in_path_order = b"".join(itertools.islice(iter_documents(DataConfig(corpus="stdlib")), 40))
+    assert b"".join(p.read_bytes() for p in m1) not in first_in_path_order  # files are drawn across the library
 
 
 def test_every_run_trains_the_same_model_on_its_own_tokens(smoke_report):
@@ -72,7 +74,7 @@ def test_every_run_trains_the_same_model_on_its_own_tokens(smoke_report):
         if "path" in method.tokenizer:  # M1-driven kinds use the folder prepare made, M1's weights inside
             assert cfg.data.tokenizer.path == str((smoke_report / method.tokenizer["path"]).resolve())
     assert len(shapes) == 1
-    assert kinds == ["byte", "bpe", "unigram", "bytepiece", "gzip", "static-ac", "ac"] + ["equalinfo-ac"] * 4
+    assert kinds == ["byte", "bpe", "unigram", "bytepiece", "gzip", "static-ac", "ac"] + ["equalinfo-ac"] * 2
 
 
 @pytest.mark.parametrize("name", ["bytes", "gzip", "ac"])

@@ -2,9 +2,10 @@
 "Training LLMs over Neurally Compressed Text", Tables 12, 15, 16).
 
 `prepare` builds, in order, each step skipped when its output exists (so an interrupted report resumes):
-  corpus/    `stdlib` documents in corpus order cut into examples of at most EXAMPLE_BYTES (the paper's 10,240-
-             byte examples, §3.1); the first `m1_bytes` go to corpus/m1 (M1's training text), the next
-             `m2_bytes` to corpus/m2 (every M2 run's text, train and validation). M1 never sees M2's text.
+  corpus/    `stdlib` files in a fixed pseudo-random order (a hash of the path), cut into examples of at most
+             EXAMPLE_BYTES (the paper's 10,240-byte examples, §3.1); the first `m1_bytes` go to corpus/m1 (M1's
+             training text), the next `m2_bytes` to corpus/m2 (every M2 run's text, train and validation).
+             M1 never sees M2's text.
   m1/        M1, a byte-level run on corpus/m1 (isoflop's own trainer).
   tokenizers/<method>   the M1-driven tokenizers (`ac`, `equalinfo-ac`), M1's weights inside.
   shards     the neural methods' token shards (in the cache), two processes at a time: M1 runs on one
@@ -54,11 +55,9 @@ def methods(vocab: int) -> tuple[Method, ...]:
         Method("gzip", "GZip v256", {"kind": "gzip", "token_bits": 8}, 2.23, 2.34),
         Method("static_ac", "StaticAC v256", {"kind": "static-ac", "token_bits": 8}, 1.73, 4.61),
         Method("ac", "AC v256", {"kind": "ac", **neural, "path": "tokenizers/ac"}, 5.49, 1.46),
-        # the "cell" window rule carries the paper's rows; the first-match rule ("lossless") shows its cost
+        # the "cell" window rule: lossless and 1.3-2.2x the bytes a window of the first-match rule (LOG.md)
         Method("equalinfo_w16_cell", "EqualInfoAC b16 v256", _equalinfo(16, "cell"), 2.66, 1.47),
         Method("equalinfo_w32_cell", "EqualInfoAC b32 v256", _equalinfo(32, "cell"), 3.49, 2.05),
-        Method("equalinfo_w16", "EqualInfoAC b16 v256, first-match rule", _equalinfo(16, "lossless")),
-        Method("equalinfo_w32", "EqualInfoAC b32 v256, first-match rule", _equalinfo(32, "lossless")),
     )
 
 
@@ -314,7 +313,7 @@ def _setting(out: Path, sizes: Sizes, m1_cfg: ExperimentConfig, m1_params: int, 
             "so every method sees the same number of tokens (as in the paper) and so a different amount of text, "
             "repeating M2's training text as often as the last column says; subword vocabularies "
             f"{sizes.vocab} (the paper's SentencePiece: 32k). Compressed kinds use 8-bit tokens (v=256), precision "
-            "14, EqualInfoAC with the lossless window rule. Bits/byte is measured on the whole validation split, "
+            "14, EqualInfoAC with the cell window rule (lossless). Bits/byte is measured on the whole validation split, "
             "the same text for every method.")
 
 
@@ -323,16 +322,22 @@ def _write_corpus(out: Path, sizes: Sizes, say: Callable[[str], None]) -> None:
     folder = out / "corpus"
     if folder.is_dir():
         return
+    import hashlib
+
     from isoflop.data.config import DataConfig
-    from isoflop.data.corpus import iter_documents
+    from isoflop.data.corpus import corpus_files, iter_documents
 
     say(f"writing the corpus: {sizes.m1_bytes:,} bytes for M1, {sizes.m2_bytes:,} for M2")
+    cfg = DataConfig(corpus="stdlib")
+    # Files in a fixed pseudo-random order, not path order: the first few MB in path order are mostly the
+    # generated codec tables of encodings/ (LOG.md 2026-11-22), which a model learns to 0.3 bits/byte.
+    files = sorted(corpus_files(cfg), key=lambda f: hashlib.sha256(f.rel.encode()).digest())
     tmp = out / ".corpus.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     for part in ("m1", "m2"):
         (tmp / part).mkdir(parents=True)
     budgets, part, written, index = {"m1": sizes.m1_bytes, "m2": sizes.m2_bytes}, "m1", 0, 0
-    for doc in iter_documents(DataConfig(corpus="stdlib")):
+    for doc in iter_documents(cfg, files):
         for start in range(0, len(doc), sizes.example_bytes):
             example = doc[start:start + sizes.example_bytes]
             if written + len(example) > budgets[part]:
