@@ -1,4 +1,4 @@
-"""EqualInfoAC's window-end rules side by side under one M1: bytes per window of "lossless", "cell" and Lester et
+"""EqualInfoAC's window-end rules side by side under one M1: bytes per window of "cell", "first-match" and Lester et
 al.'s "paper" rule (with its failure rate: windows that decode to other bytes than they hold), per window size.
 
 M1 comes from a saved neural tokenizer folder (`ac` or `equalinfo-ac`, e.g. a compressed-text report's
@@ -44,7 +44,7 @@ def main() -> None:
     result: dict[str, object] = {"bench": "equalinfo_rules", "bytes": n_bytes, "documents": len(docs),
                                  "m1_params": int(sum(p.numel() for p in m1.model.parameters()))}
     for w in (int(x) for x in args.windows.split(",")):
-        for rule in ("lossless", "cell", "paper"):
+        for rule in ("cell", "first-match", "paper"):
             tok = EqualInfoACTokenizer(m1, window_bits=w, token_bits=8, decoding=rule)
             start = time.perf_counter()
             ids, stats = tok.encode_with_stats(docs)

@@ -311,10 +311,10 @@ class EqualInfoACTokenizerConfig(NeuralACTokenizerConfig):
     """Bits per window W: 16, 24, 32, 64 or 128 (Lester et al. §3.3, App. A.1)."""
     max_window_bytes: int | None = None
     """Most bytes one window may hold (M1's context per window). None: 8 * window_bits."""
-    decoding: str = "lossless"
-    """The window-end rule: "lossless" (first matching prefix, encoder-checked; the default), "cell" (the W bits
-    name a grid cell and the window ends where its two ends decode apart; encoder-checked, holds long runs of
-    predictable bytes), or "paper" (Lester et al.'s greedy look-ahead, which can decode wrongly: only to
+    decoding: str = "cell"
+    """The window-end rule: "cell" (the default: the W bits name a grid cell and the window ends where its two
+    ends decode apart; encoder-checked), "first-match" (the window keeps the shortest prefix whose message is
+    the greedy one's; encoder-checked, but predictable bytes that add no bits move to the next window), or "paper" (Lester et al.'s greedy look-ahead, which can decode wrongly: only to
     measure its failure rate). See tokenizers/equalinfo.py."""
 
     def __post_init__(self) -> None:
@@ -327,8 +327,8 @@ class EqualInfoACTokenizerConfig(NeuralACTokenizerConfig):
                 f"precision + 2 must fit in window_bits={self.window_bits}, got {self.precision}")
         require(self.max_window_bytes is None or self.max_window_bytes >= 1, "max_window_bytes",
                 f"must be positive or null, got {self.max_window_bytes}")
-        require(self.decoding in ("lossless", "cell", "paper"), "decoding",
-                f"must be 'lossless', 'cell' or 'paper', got {self.decoding!r}")
+        require(self.decoding in ("cell", "first-match", "paper"), "decoding",
+                f"must be 'cell', 'first-match' or 'paper', got {self.decoding!r}")
 
     def build_with_m1(self, model: Any) -> Tokenizer:
         from isoflop.data.tokenizers.equalinfo import EqualInfoACTokenizer

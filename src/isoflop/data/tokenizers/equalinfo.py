@@ -5,8 +5,10 @@ with M1's context and the coder reset at every window, cut into N-bit tokens (W/
              window is closed before the first byte whose shortest message (`Encoder.finish()`) would exceed
              W bits (or after END, or after `max_window_bytes` symbols), and its bits are the shortest message
              of the bytes it keeps, zero-padded to exactly W bits ("cell": a W-bit cell, below). Then M1
-             restarts from BOS and the coder from [0, 1): a window decodes alone (Lester et al.'s App. A.2 reset of M1 at every window).
-    decode:  the rule must read only the window's W bits. "lossless" (the default): decode symbols from
+             restarts from BOS and the coder from [0, 1): a window decodes alone (Lester et al.'s App. A.2
+             reset of M1 at every window).
+    decode:  the rule must read only the window's W bits. Two lossless rules, both checked by the encoder,
+             and the paper's. "first-match": decode symbols from
              the zero-padded window, re-encode them, and stop at the *first* k whose shortest message, padded,
              equals the window. The encoder keeps exactly that many bytes: it takes the greedy count k_g, reads
              k* = the first k <= k_g whose padded message equals that of k_g (the decoder decodes the same
@@ -16,17 +18,17 @@ with M1's context and the coder reset at every window, cut into N-bit tokens (W/
              unchanged move to the next window. On very predictable text that is most of them: when a run of
              likely bytes keeps the first byte's shortest point inside every later interval, all those prefixes
              share one message and the window keeps only the first byte ("a" * 5000 gives one byte a window).
-             "cell" (equalinfo_cell.py) is free of this: the window's W bits, as an integer m, name the cell
+             "cell" (equalinfo_cell.py, the default) is free of this: the window's W bits, as an integer m, name the cell
              [m 2^-W, (m + 1) 2^-W]; its two ends are decoded side by side, each symbol of the lower end joins
              the window, and the window ends with the first symbol on which the ends part (or after END, or
              at `max_window_bytes`). The encoder adds bytes while their interval still holds a W-bit point
              (the greedy test), then takes the longest k whose top cell (lower end the interval's highest
              W-bit point) keeps both ends together before step k, and decodes the window alone to check it
              before emitting it; one byte always works. A run of "a" fills the window up to the byte cap.
-             With a tiny test M1 (tests/data/test_equalinfo.py) it holds about 9% more bytes a window than
-             "lossless" on Python source at W = 16 and 20% more at W = 24, but 9% fewer on a repeated line at
-             W = 16: on predictable text the W-bit point just above the interval often lies past the
-             previous one too (the bytes above a likely byte are unlikely), so the window gives bytes back.
+             Under a trained M1 (1.44 bits/byte on Python source) it holds 1.3x the bytes a window of
+             "first-match" at W = 16 and 2.2x at W = 32 (LOG.md 2026-11-22). With the tiny test M1 it gives
+             9% fewer on a repeated line at W = 16: on predictable text the W-bit point just above the
+             interval often lies past the previous one too, so the window gives bytes back.
              "paper": the encoder keeps the greedy k_g and the decoder looks ahead as Lester et al. describe:
              it keeps the longest decoded prefix whose re-encoding, padded, is the window, scanning while the
              re-encoding fits in W bits. It fails when the symbol decoded from the padding (not the real next
@@ -57,7 +59,7 @@ from isoflop.data.tokenizers.m1 import M1, M1Stepper, deterministic
 from isoflop.data.tokenizers.neural_ac import DEFAULT_ROWS, END, NeuralCoderTokenizer, fill_rows
 
 WINDOW_BITS = (16, 24, 32, 64, 128)  # Lester et al. §3.3 and App. A.1
-DECODING = ("lossless", "paper", "cell")
+DECODING = ("cell", "first-match", "paper")
 # Symbols the encoder probes past the last change of the window's message before closing it: bounds the wasted
 # M1 steps on predictable text, where a whole run shares one shortest message (see the module docstring).
 PATIENCE = 4
@@ -69,7 +71,7 @@ class EqualInfoACTokenizer(NeuralCoderTokenizer):
     kind = "equalinfo-ac"
 
     def __init__(self, m1: M1, *, window_bits: int = 16, token_bits: int = 16, precision: int = DEFAULT_PRECISION,
-                 rows: int = DEFAULT_ROWS, max_window_bytes: int | None = None, decoding: str = "lossless"):
+                 rows: int = DEFAULT_ROWS, max_window_bytes: int | None = None, decoding: str = "cell"):
         super().__init__(m1, token_bits=token_bits, precision=precision, rows=rows)
         if window_bits not in WINDOW_BITS:
             raise ConfigError("window_bits", f"must be one of {WINDOW_BITS}, got {window_bits}")
@@ -89,7 +91,7 @@ class EqualInfoACTokenizer(NeuralCoderTokenizer):
     def _settled(self, padded: list[bytes]) -> bool:
         """Lossless rule only: the window's message has not changed for PATIENCE symbols, so the window will
         keep the first of them; stop probing (the rest go to the next window anyway)."""
-        return (self.decoding == "lossless" and len(padded) > PATIENCE
+        return (self.decoding == "first-match" and len(padded) > PATIENCE
                 and padded[-1] == padded[-1 - PATIENCE])
 
     def _pad(self, message: BitString) -> bytes:
