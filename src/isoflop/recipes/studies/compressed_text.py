@@ -207,7 +207,7 @@ class CompressedText(Study):
                  "ylabel": "validation bits/byte", "xscale": "log", "series": points,
                  "hlines": [{"y": m1_bpb, "label": f"M1 ({m1_bpb:.2f})"}]},
                 {"title": "validation during training", "xlabel": "training tokens", "ylabel": "bits/byte",
-                 "yscale": "log", "series": [{"label": m.label, "x": curves[m.name]["tokens"],
+                 "series": [{"label": m.label, "x": curves[m.name]["tokens"],
                                               "y": curves[m.name]["val_bpb"], "style": "o-"}
                                              for m in methods(sizes.vocab)]}]},
             "data": {"curves": curves, "m1_bpb": m1_bpb, "m1_non_embedding_params": m1_non_embedding},
@@ -278,6 +278,10 @@ def findings(rows: list[dict[str, Any]], m1_bpb: float) -> list[str]:
     flat = [r["method"] for r in rows if r["val_bpb"] > r["uniform_bpb"] - 0.02 * r["uniform_bpb"]]
     out.append("Within 2 % of the uniform-guess bits/byte (learned next to nothing): "
                + (", ".join(flat) if flat else "none") + ".")
+    coded = [r for r in rows if r["method"].startswith(("EqualInfo", "AC", "GZip", "StaticAC"))]
+    out.append("Compressed kinds against a uniform guess over their tokens: " + ", ".join(
+        f"{r['method']} {r['val_bpb']:.3f} vs {r['uniform_bpb']:.3f} ({r['val_bpb'] / r['uniform_bpb'] - 1:+.1%})"
+        for r in coded) + ".")
     ac = next((r for r in rows if r["method"].startswith("AC")), None)
     if ac is not None:
         out.append(f"AC: M2 scores {ac['val_bpb']:.3f} bits/byte against M1's {m1_bpb:.3f} on the same text and "
@@ -304,9 +308,9 @@ def _swaps(a: list[str], b: list[str]) -> int:
 def _setting(out: Path, sizes: Sizes, m1_cfg: ExperimentConfig, m1_params: int, m1_bpb: float, smoke: bool) -> str:
     m = m1_cfg.model
     return (f"{'SMOKE (seconds-long, not a measurement): ' if smoke else ''}the `stdlib` corpus (Python source, "
-            f"not the paper's English C4) cut into examples of at most {sizes.example_bytes:,} bytes: "
-            f"{sizes.m1_bytes / 1e6:g} MB train M1, the next {sizes.m2_bytes / 1e6:g} MB are M2's text (10 % of its "
-            f"documents held out for validation). M1: byte-level, d_model {m.d_model}, {m.n_layers} layers, "
+            f"not the paper's English C4), its files in a fixed hashed order, cut into examples of at most "
+            f"{sizes.example_bytes:,} bytes: the first {sizes.m1_bytes / 1e6:g} MB train M1, the next "
+            f"{sizes.m2_bytes / 1e6:g} MB are M2's text (10 % of its documents held out for validation). M1: byte-level, d_model {m.d_model}, {m.n_layers} layers, "
             f"{m1_params:,} non-embedding parameters, {m1_cfg.train.horizon.steps} steps of "
             f"{m1_cfg.train.batch_size} x {m1_cfg.data.seq_len} bytes; {m1_bpb:.3f} bits/byte on M2's validation "
             f"text (the paper's M1: 1.457 on C4). M2: one shape for every method (overrides {sizes.m2} of `tiny`), "
