@@ -220,21 +220,12 @@ def score_validation(run: Path) -> dict[str, float]:
     train_tokens is the size of the training split (the run may repeat it)."""
     import math
 
-    import torch
-
-    from isoflop.data.loader import n_windows, val_batches
     from isoflop.data.shards import prepare
-    from isoflop.train.artifacts import load_config, load_model, token_bytes
-    from isoflop.train.evaluate import evaluate
+    from isoflop.train.artifacts import load_config, load_model
 
     cfg = load_config(run)
     data = prepare(cfg.data)
-    tokens = data.tokens("val")
-    model = load_model(run)
-    windows = n_windows(len(tokens), cfg.data.seq_len)
-    token_bytes_V = token_bytes(data.tokenizer, model.cfg.vocab_size, data.byte_share("val"))
-    result = evaluate(model, val_batches(tokens, cfg.data.seq_len, 16, -(-windows // 16)), token_bytes_V,
-                      device=torch.device("cpu"), precision="fp32")
+    result = _score_whole_split(load_model(run), data, cfg.data.seq_len)
     split = data.meta["splits"]["val"]
     bytes_per_token = split["n_bytes"] / max(split["n_tokens"] - split["n_documents"], 1)
     vocab = int(data.tokenizer.vocab_size)
@@ -245,21 +236,26 @@ def score_validation(run: Path) -> dict[str, float]:
 
 def score_m1(m1_run: Path, bytes_run: Path) -> float:
     """M1's bits/byte on the byte-level validation split of M2's corpus (text M1 never trained on)."""
+    from isoflop.data.shards import prepare
+    from isoflop.train.artifacts import load_config, load_model
+
+    data = prepare(load_config(bytes_run).data)
+    return float(_score_whole_split(load_model(m1_run), data, load_config(m1_run).data.seq_len)["val_bpb"])
+
+
+def _score_whole_split(model: Any, data: Any, seq_len: int) -> dict[str, float]:
+    """`evaluate` over every full `seq_len` window of the validation split, batches of 16, fp32."""
     import torch
 
     from isoflop.data.loader import n_windows, val_batches
-    from isoflop.data.shards import prepare
-    from isoflop.train.artifacts import load_config, load_model, token_bytes
+    from isoflop.train.artifacts import token_bytes
     from isoflop.train.evaluate import evaluate
 
-    data = prepare(load_config(bytes_run).data)
     tokens = data.tokens("val")
-    model = load_model(m1_run)
-    seq_len = load_config(m1_run).data.seq_len
     windows = n_windows(len(tokens), seq_len)
-    result = evaluate(model, val_batches(tokens, seq_len, 16, -(-windows // 16)),
-                      token_bytes(data.tokenizer, model.cfg.vocab_size), device=torch.device("cpu"), precision="fp32")
-    return float(result["val_bpb"])
+    token_bytes_V = token_bytes(data.tokenizer, model.cfg.vocab_size, data.byte_share("val"))
+    return evaluate(model, val_batches(tokens, seq_len, 16, -(-windows // 16)), token_bytes_V,
+                    device=torch.device("cpu"), precision="fp32")
 
 
 def findings(rows: list[dict[str, Any]], m1_bpb: float) -> list[str]:
