@@ -95,15 +95,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def measure(shape: dict, device: torch.device, dtype: torch.dtype, rounds: int) -> dict:
+def _layer_and_inputs(tokens: int, d_model: int, hidden: int, device: torch.device, dtype: torch.dtype
+                      ) -> tuple[MoE, torch.Tensor, torch.Tensor]:
+    """The E = 8, top-2 layer with seeded weights, an input that wants its gradient, and an output gradient."""
     torch.manual_seed(0)
-    n, d, h = shape["tokens"], shape["d_model"], shape["hidden"]
-    moe = MoE(MoEFFN(experts=8, top_k=2), d, h)
+    moe = MoE(MoEFFN(experts=8, top_k=2), d_model, hidden)
     for p in moe.parameters():
-        torch.nn.init.normal_(p, 0.0, d ** -0.5)
+        torch.nn.init.normal_(p, 0.0, d_model ** -0.5)
     moe = moe.to(device=device, dtype=dtype)
-    x_ND = torch.randn(n, d, device=device, dtype=dtype, requires_grad=True)
-    grad_ND = torch.randn(n, d, device=device, dtype=dtype)
+    x_ND = torch.randn(tokens, d_model, device=device, dtype=dtype, requires_grad=True)
+    return moe, x_ND, torch.randn(tokens, d_model, device=device, dtype=dtype)
+
+
+def measure(shape: dict, device: torch.device, dtype: torch.dtype, rounds: int) -> dict:
+    n = shape["tokens"]
+    moe, x_ND, grad_ND = _layer_and_inputs(n, shape["d_model"], shape["hidden"], device, dtype)
 
     def ours(x):
         Experts.use_grouped_mm = None
@@ -145,13 +151,7 @@ def sweep_point(tokens: int, d_model: int, hidden: int, device: torch.device, dt
                 round_seconds: float) -> dict:
     """The layer's grouped path against its per-expert loop at one shape: forward + backward seconds per step
     (median over rounds), grouped / loop speedup (> 1: grouped faster) and the largest output difference."""
-    torch.manual_seed(0)
-    moe = MoE(MoEFFN(experts=8, top_k=2), d_model, hidden)
-    for p in moe.parameters():
-        torch.nn.init.normal_(p, 0.0, d_model ** -0.5)
-    moe = moe.to(device=device, dtype=dtype)
-    x_ND = torch.randn(tokens, d_model, device=device, dtype=dtype, requires_grad=True)
-    grad_ND = torch.randn(tokens, d_model, device=device, dtype=dtype)
+    moe, x_ND, grad_ND = _layer_and_inputs(tokens, d_model, hidden, device, dtype)
 
     def path(grouped: bool):
         def fn(x):
