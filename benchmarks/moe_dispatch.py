@@ -95,6 +95,25 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def _timed_rounds(impls: dict, x_ND: torch.Tensor, grad_ND: torch.Tensor, moe: MoE, device: torch.device, *,
+                  steps: int, rounds: int, alternate: bool) -> dict[str, list[float]]:
+    """Seconds per forward + backward step of each implementation, one entry per round of `steps` steps;
+    `alternate` reverses the order every other round so that none always goes first."""
+    seconds: dict[str, list[float]] = {k: [] for k in impls}
+    for r in range(rounds):
+        order = list(impls.items())
+        if alternate and r % 2:
+            order.reverse()
+        for k, fn in order:
+            _sync(device)
+            start = time.perf_counter()
+            for _ in range(steps):
+                _step(fn, x_ND, grad_ND, moe)
+            _sync(device)
+            seconds[k].append((time.perf_counter() - start) / steps)
+    return seconds
+
+
 def _layer_and_inputs(tokens: int, d_model: int, hidden: int, device: torch.device, dtype: torch.dtype
                       ) -> tuple[MoE, torch.Tensor, torch.Tensor]:
     """The E = 8, top-2 layer with seeded weights, an input that wants its gradient, and an output gradient."""
@@ -127,17 +146,9 @@ def measure(shape: dict, device: torch.device, dtype: torch.dtype, rounds: int) 
         reference = mixtral_style(moe, x_ND)
         max_diff = max(float((fn(x_ND) - reference).abs().max()) for k, fn in impls.items() if k != "mixtral_style")
     steps = max(1, 8192 // n) * (1 if device.type == "cpu" else 10)
-    seconds: dict[str, list[float]] = {k: [] for k in impls}
     for fn in impls.values():  # warm-up: allocator, kernels
         _step(fn, x_ND, grad_ND, moe)
-    for _ in range(rounds):
-        for k, fn in impls.items():
-            _sync(device)
-            start = time.perf_counter()
-            for _ in range(steps):
-                _step(fn, x_ND, grad_ND, moe)
-            _sync(device)
-            seconds[k].append((time.perf_counter() - start) / steps)
+    seconds = _timed_rounds(impls, x_ND, grad_ND, moe, device, steps=steps, rounds=rounds, alternate=False)
     Experts.use_grouped_mm = None
     tps = {k: n / statistics.median(v) for k, v in seconds.items()}
     return {**shape, "experts": 8, "top_k": 2, **{f"{k}_tokens_per_s": round(v) for k, v in tps.items()},
@@ -172,16 +183,7 @@ def sweep_point(tokens: int, d_model: int, hidden: int, device: torch.device, dt
             _sync(device)
             warm[k] = time.perf_counter() - start
         steps = max(1, math.ceil(round_seconds / max(min(warm.values()), 1e-6)))
-        seconds: dict[str, list[float]] = {k: [] for k in impls}
-        for r in range(rounds):
-            order = list(impls.items()) if r % 2 == 0 else list(impls.items())[::-1]  # neither always goes first
-            for k, fn in order:
-                _sync(device)
-                start = time.perf_counter()
-                for _ in range(steps):
-                    _step(fn, x_ND, grad_ND, moe)
-                _sync(device)
-                seconds[k].append((time.perf_counter() - start) / steps)
+        seconds = _timed_rounds(impls, x_ND, grad_ND, moe, device, steps=steps, rounds=rounds, alternate=True)
     finally:
         Experts.use_grouped_mm = None
     grouped_s, loop_s = statistics.median(seconds["grouped"]), statistics.median(seconds["loop"])
