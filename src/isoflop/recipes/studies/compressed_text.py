@@ -46,7 +46,6 @@ class Method:
 
 
 def methods(vocab: int) -> tuple[Method, ...]:
-    neural = {"token_bits": 8}
     return (
         Method("bytes", "Bytes", {"kind": "byte"}, 1.0, 1.29),
         Method("bpe", f"BPE {vocab}", {"kind": "bpe", "vocab_size": vocab}),
@@ -54,7 +53,7 @@ def methods(vocab: int) -> tuple[Method, ...]:
         Method("bytepiece", f"BytePiece {vocab}", {"kind": "bytepiece", "vocab_size": vocab}),
         Method("gzip", "GZip v256", {"kind": "gzip", "token_bits": 8}, 2.23, 2.34),
         Method("static_ac", "StaticAC v256", {"kind": "static-ac", "token_bits": 8}, 1.73, 4.61),
-        Method("ac", "AC v256", {"kind": "ac", **neural, "path": "tokenizers/ac"}, 5.49, 1.46),
+        Method("ac", "AC v256", {"kind": "ac", "token_bits": 8, "path": "tokenizers/ac"}, 5.49, 1.46),
         # the "cell" window rule: lossless and 1.3-2.2x the bytes a window of the first-match rule (LOG.md)
         Method("equalinfo_w16_cell", "EqualInfoAC b16 v256", _equalinfo(16, "cell"), 2.66, 1.47),
         Method("equalinfo_w32_cell", "EqualInfoAC b32 v256", _equalinfo(32, "cell"), 3.49, 2.05),
