@@ -6,7 +6,8 @@ renormalise, dropless); the implementations alternate round by round so machine 
 and the median is reported. The layer runs twice: its default path (`prefer_grouped_mm`: the grouped matmul
 or the loop, by rows) and its per-expert loop over sorted slices. When transformers is installed, its own
 `MixtralSparseMoeBlock` (eager experts) runs too, with the same weights copied in. CPU runs in float32; CUDA,
-when present, in bfloat16.
+when present, in bfloat16. Beside them, the experts' matmuls alone (`matmul_floor_seconds`) give the
+`speedup_ceiling`: the most any dispatch using these matmul kernels could gain over the Mixtral-style loop.
 
     python benchmarks/moe_dispatch.py [--rounds 5] [--device cpu|cuda]
 
@@ -35,7 +36,9 @@ import torch.nn.functional as F
 from isoflop.nn.moe import Experts, MoE
 from isoflop.nn.moe_config import MoEFFN
 
-SHAPES = {"realistic": dict(tokens=8192, d_model=512, hidden=1024), "small": dict(tokens=512, d_model=128, hidden=256)}
+#: realistic: a small LM's layer; moe_tiny: the `moe-tiny` recipe's (16 x 256 tokens, D 128, experts 192 wide)
+SHAPES = {"realistic": dict(tokens=8192, d_model=512, hidden=1024), "moe_tiny": dict(tokens=4096, d_model=128, hidden=192),
+          "small": dict(tokens=512, d_model=128, hidden=256)}
 
 
 def mixtral_style(moe: MoE, x_ND: torch.Tensor) -> torch.Tensor:
@@ -126,6 +129,41 @@ def _layer_and_inputs(tokens: int, d_model: int, hidden: int, device: torch.devi
     return moe, x_ND, torch.randn(tokens, d_model, device=device, dtype=dtype)
 
 
+def matmul_floor_seconds(moe: MoE, x_ND: torch.Tensor, device: torch.device, *, steps: int, rounds: int) -> float:
+    """Seconds per step of the experts' matmuls alone, as every dropless dispatch must run them: for each expert
+    with m routed rows, forward x @ gate^T, x @ up^T, h @ down^T and the six backward products (input and
+    weight gradients), on ready contiguous operands, with no routing, gather, SwiGLU or combine. A dispatch
+    cannot run faster than its own matmuls, so Mixtral-style time over this is the largest speedup any
+    implementation with these kernels can show at the shape (median of `rounds` rounds)."""
+    w = moe.experts
+    with torch.no_grad():
+        selected_NK = F.linear(x_ND, moe.gate.weight).topk(moe.cfg.top_k, dim=-1).indices
+    counts = torch.bincount(selected_NK.reshape(-1), minlength=moe.cfg.experts).tolist()
+    operands = []
+    for e, m in enumerate(counts):
+        d, h = w.gate_proj.shape[2], w.hidden
+        x_mD, h_mH, gy_mD, gh_mH = (torch.randn(m, k, device=device, dtype=x_ND.dtype) for k in (d, h, d, h))
+        operands.append((x_mD, h_mH, gy_mD, gh_mH, w.gate_proj[e].detach(), w.up_proj[e].detach(),
+                         w.down_proj[e].detach()))
+
+    def step() -> None:
+        for x_mD, h_mH, gy_mD, gh_mH, gate_HD, up_HD, down_DH in operands:
+            x_mD @ gate_HD.t(), x_mD @ up_HD.t(), h_mH @ down_DH.t()  # forward
+            gy_mD @ down_DH, gy_mD.t() @ h_mH  # down: input and weight gradients
+            gh_mH @ gate_HD, gh_mH.t() @ x_mD, gh_mH @ up_HD, gh_mH.t() @ x_mD  # gate and up
+
+    step()
+    seconds = []
+    for _ in range(rounds):
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        _sync(device)
+        seconds.append((time.perf_counter() - start) / steps)
+    return statistics.median(seconds)
+
+
 def measure(shape: dict, device: torch.device, dtype: torch.dtype, rounds: int) -> dict:
     n = shape["tokens"]
     moe, x_ND, grad_ND = _layer_and_inputs(n, shape["d_model"], shape["hidden"], device, dtype)
@@ -151,9 +189,11 @@ def measure(shape: dict, device: torch.device, dtype: torch.dtype, rounds: int) 
     seconds = _timed_rounds(impls, x_ND, grad_ND, moe, device, steps=steps, rounds=rounds, alternate=False)
     Experts.use_grouped_mm = None
     tps = {k: n / statistics.median(v) for k, v in seconds.items()}
+    tps["matmuls_only"] = n / matmul_floor_seconds(moe, x_ND, device, steps=steps, rounds=rounds)
     return {**shape, "experts": 8, "top_k": 2, **{f"{k}_tokens_per_s": round(v) for k, v in tps.items()},
             "speedup": round(tps["ours"] / tps["mixtral_style"], 3),
             "speedup_expert_loop": round(tps["ours_expert_loop"] / tps["mixtral_style"], 3),
+            "speedup_ceiling": round(tps["matmuls_only"] / tps["mixtral_style"], 3),
             **({"speedup_vs_transformers": round(tps["ours"] / tps["transformers"], 3)} if "transformers" in tps else {}),
             "max_abs_diff": max_diff}
 

@@ -169,12 +169,16 @@ class MoE(nn.Module):
 
     def _dispatch(self, x_ND: torch.Tensor, routing: Routing) -> torch.Tensor:
         """Sum over each token's kept assignments of gate * expert(x); no-op and dropped ones add nothing."""
-        real_A = routing.kept_A & (routing.expert_A < self.n_weighted)
-        token_A, expert_A, gate_A = routing.token_A[real_A], routing.expert_A[real_A], routing.gate_A[real_A]
+        token_A, expert_A, gate_A = routing.token_A, routing.expert_A, routing.gate_A
+        if self.cfg.capacity_factor is not None or self.n_weighted < self.cfg.experts:  # else all are real
+            real_A = torch.nonzero(routing.kept_A & (expert_A < self.n_weighted)).squeeze(-1)
+            token_A, expert_A, gate_A = token_A[real_A], expert_A[real_A], gate_A.index_select(0, real_A)
         order_M = torch.argsort(expert_A, stable=True)
         token_M = token_A[order_M]
         counts_R = torch.bincount(expert_A, minlength=self.n_weighted)
-        x_MD = x_ND[token_M]
+        # index_select, not x_ND[token_M]: its backward is an index_add (a scatter-add), where indexing's is an
+        # accumulating index_put, 8x slower on the CPU (4,096 tokens, D 128, top-2: 6.1 ms against 0.73 ms)
+        x_MD = x_ND.index_select(0, token_M)
         n_frozen = self.cfg.frozen_experts
         if n_frozen:
             split = int(counts_R[:n_frozen].sum())
@@ -182,7 +186,7 @@ class MoE(nn.Module):
                               self.experts(x_MD[split:], counts_R[n_frozen:])])
         else:
             y_MD = self.experts(x_MD, counts_R)
-        weighted_MD = y_MD * gate_A[order_M].to(y_MD.dtype).unsqueeze(-1)
+        weighted_MD = y_MD * gate_A.index_select(0, order_M).to(y_MD.dtype).unsqueeze(-1)
         return weighted_MD.new_zeros(x_ND.shape[0], weighted_MD.shape[1]).index_add(0, token_M, weighted_MD)
 
     def _losses_and_stats(self, logits_NE: torch.Tensor, routing: Routing) -> None:
