@@ -94,7 +94,10 @@ def test_cell_rule_round_trip_arbitrary_bytes(cell: EqualInfoACTokenizer, data: 
 def test_batch_equals_alone(m1: M1, decoding: str) -> None:
     tok = EqualInfoACTokenizer(m1, window_bits=16, token_bits=8, rows=8, decoding=decoding)
     docs = [b"", b"x", b"a" * 300, BOILERPLATE[:200], SOURCE[:300], bytes(range(40))]
-    batch = tok.encode_batch(docs)
+    reported: list[int] = []
+    batch = tok.encode_batch(docs, progress=reported.append)
+    # progress: bytes coded so far, rising, once per round of windows, ending at all of them
+    assert len(reported) > 1 and reported == sorted(reported) and reported[-1] == sum(map(len, docs))
     for doc, ids in zip(docs, batch, strict=True):
         assert np.array_equal(ids, tok.encode(doc))
     assert tok.decode(np.concatenate([np.append(i, tok.eot_id) for i in batch])) == b"".join(docs)

@@ -48,7 +48,10 @@ def test_round_trip_arbitrary_bytes(tok: ACTokenizer, data: bytes) -> None:
 
 def test_batch_equals_alone_and_documents_split_at_end_of_text(tok: ACTokenizer) -> None:
     docs = SPECIAL + [b"def f(x):\n    return x * 2\n" * 3]  # 6 documents over 4 rows: a second round too
-    batch = tok.encode_batch(docs)
+    reported: list[int] = []
+    batch = tok.encode_batch(docs, progress=reported.append)
+    # progress: bytes coded so far, rising, once per context chunk, ending at all of them
+    assert len(reported) > 1 and reported == sorted(reported) and reported[-1] == sum(map(len, docs))
     for doc, ids in zip(docs, batch, strict=True):
         assert np.array_equal(ids, tok.encode(doc))  # alone it runs in row 0, in the batch elsewhere
     stream = np.concatenate([np.append(ids, tok.eot_id) for ids in batch])

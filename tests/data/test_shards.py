@@ -207,6 +207,26 @@ def test_validation_gets_at_least_one_document(tmp_path: Path) -> None:
     assert err.value.key == "data.corpus" and "training split" in str(err.value)
 
 
+def test_a_slow_tokenizer_reports_progress_inside_a_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neural coders take minutes per batch: what they pass to `progress` reaches prepare's messages."""
+    from isoflop.data.tokenizers.byte import ByteTokenizer
+
+    def encode_batch(self, docs, progress=None):
+        for i in range(1, len(docs) + 1):  # as a slow kind does: bytes coded so far, document by document
+            progress(sum(len(d) for d in docs[:i]))
+        return [self.encode(d) for d in docs]
+
+    monkeypatch.setattr(ByteTokenizer, "encode_batch", encode_batch)
+    monkeypatch.setattr(shards, "_PROGRESS_EVERY_S", -1.0)  # every report becomes a message
+    messages: list[str] = []
+    cfg = data_cfg(tmp_path)
+    prepare(cfg, progress=messages.append)
+    sizes = [len(d) for d in iter_documents(cfg)]  # the corpus is one batch
+    total = sum(sizes)
+    expected = [f"tokenizing: {sum(sizes[:i]) / 1e6:.2f} MB / {total / 1e6:.1f} MB" for i in range(1, len(sizes) + 1)]
+    assert [m for m in messages if m in expected] == expected
+
+
 def test_tokens_are_read_only_memmaps(tmp_path: Path) -> None:
     data = prepare(data_cfg(tmp_path))
     tokens = data.tokens("train")

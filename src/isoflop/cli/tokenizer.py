@@ -210,8 +210,16 @@ def _stats(args: argparse.Namespace) -> int:
     if n_bytes == 0:
         raise ConfigError("--corpus", "holds no bytes to measure")
     tok.decode(tok.encode(b"warm-up\n"))  # one-time set-up (numba loading its compiled kernels) is not throughput
-    start = time.perf_counter()
-    encoded = tok.encode_batch(docs)
+    last_said = start = time.perf_counter()
+
+    def encoding(coded: int) -> None:  # the neural kinds code a few KB/s: show that they are moving
+        nonlocal last_said
+        if time.perf_counter() - last_said > 5.0:
+            print(f"isoflop tokenizer stats: encoded {coded / 1e6:.2f} of {n_bytes / 1e6:.2f} MB", file=sys.stderr,
+                  flush=True)
+            last_said = time.perf_counter()
+
+    encoded = tok.encode_batch(docs, progress=encoding)
     encode_s = time.perf_counter() - start
     stream = np.concatenate([np.append(ids, tok.eot_id) for ids in encoded])  # as shards hold them
     start = time.perf_counter()
@@ -231,8 +239,13 @@ def _stats(args: argparse.Namespace) -> int:
     else:
         print(f"{tok.kind} (vocabulary {tok.vocab_size}): {n_bytes:,} bytes in {len(docs):,} documents -> "
               f"{n_tokens:,} tokens, {result['bytes_per_token']:.3f} bytes/token, {bits_per_token:.2f} bits/token; "
-              f"encode {result['encode_bytes_per_s'] / 1e6:.2f} MB/s, decode {result['decode_bytes_per_s'] / 1e6:.2f} MB/s")
+              f"encode {_rate(result['encode_bytes_per_s'])}, decode {_rate(result['decode_bytes_per_s'])}")
     return 0
+
+
+def _rate(bytes_per_s: float) -> str:
+    """MB/s, or KB/s for the neural kinds' few thousand bytes a second (0.00 MB/s says nothing)."""
+    return f"{bytes_per_s / 1e6:.2f} MB/s" if bytes_per_s >= 1e5 else f"{bytes_per_s / 1e3:.2f} KB/s"
 
 
 def _load(directory: str) -> Any:

@@ -193,10 +193,17 @@ def _build(cfg: DataConfig, files: list[CorpusFile], inputs: dict[str, Any], key
     writers = {s: _SplitWriter(out / f"{s}.bin", dtype, tokenizer) for s in SPLITS}
 
     total, done, last = corpus_size(cfg, files), 0, time.monotonic()
+
+    def within_batch(coded: int) -> None:  # slow tokenizers report inside a batch
+        nonlocal last
+        if time.monotonic() - last > _PROGRESS_EVERY_S:
+            say(f"tokenizing: {(done + coded) / 1e6:.2f} MB / {total / 1e6:.1f} MB")
+            last = time.monotonic()
+
     n_documents = 0
     try:
         for batch in _batches(_pieces(iter_documents(cfg, files), tokenizer)):
-            ids_per_piece = tokenizer.encode_batch([piece for piece, _ in batch])
+            ids_per_piece = tokenizer.encode_batch([piece for piece, _ in batch], progress=within_batch)
             for (piece, doc_bytes), ids in zip(batch, ids_per_piece, strict=True):
                 split = "val" if is_val_document(n_documents, cfg.val_fraction) else "train"
                 writers[split].add(ids)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -56,8 +56,10 @@ class Tokenizer(Protocol):
         """Token ids (int64, shape (n,)) of `data`; never contains `eot_id`."""
         ...
 
-    def encode_batch(self, docs: Sequence[bytes]) -> list[np.ndarray]:
-        """`[encode(d) for d in docs]`, faster where the kind can batch."""
+    def encode_batch(self, docs: Sequence[bytes], progress: Callable[[int], None] | None = None
+                     ) -> list[np.ndarray]:
+        """`[encode(d) for d in docs]`, faster where the kind can batch. Slow kinds call `progress`, where
+        given, now and then with the bytes of `docs` coded so far; fast kinds need not call it."""
         ...
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> bytes:
@@ -94,7 +96,8 @@ class BaseTokenizer:
     def encode(self, data: bytes) -> np.ndarray:
         raise NotImplementedError
 
-    def encode_batch(self, docs: Sequence[bytes]) -> list[np.ndarray]:
+    def encode_batch(self, docs: Sequence[bytes], progress: Callable[[int], None] | None = None
+                     ) -> list[np.ndarray]:
         return [self.encode(d) for d in docs]
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> bytes:

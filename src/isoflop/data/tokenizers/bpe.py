@@ -24,7 +24,7 @@ spelling an escape's bytes) still decodes without error, to the escaped byte.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -118,7 +118,8 @@ class BPETokenizer(EscapedTableTokenizer):
     def encode(self, data: bytes) -> np.ndarray:
         return np.asarray(self._tok.encode(escape(data), add_special_tokens=False).ids, dtype=np.int64)
 
-    def encode_batch(self, docs: Sequence[bytes]) -> list[np.ndarray]:
+    def encode_batch(self, docs: Sequence[bytes], progress: Callable[[int], None] | None = None
+                     ) -> list[np.ndarray]:
         # encode_batch_fast skips the offsets we do not use; the library spreads a batch over its threads.
         encodings = self._tok.encode_batch_fast([escape(d) for d in docs], add_special_tokens=False)
         return [np.asarray(e.ids, dtype=np.int64) for e in encodings]

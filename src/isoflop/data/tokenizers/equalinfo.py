@@ -47,7 +47,7 @@ Legend: R = rows, S = 257 symbols, C = S + 1 CDF entries.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -101,13 +101,15 @@ class EqualInfoACTokenizer(NeuralCoderTokenizer):
     def encode(self, data: bytes) -> np.ndarray:
         return self.encode_batch([data])[0]
 
-    def encode_batch(self, docs: Sequence[bytes]) -> list[np.ndarray]:
-        return self.encode_with_stats(docs)[0]
+    def encode_batch(self, docs: Sequence[bytes], progress: Callable[[int], None] | None = None
+                     ) -> list[np.ndarray]:
+        return self.encode_with_stats(docs, progress)[0]
 
-    def encode_with_stats(self, docs: Sequence[bytes]) -> tuple[list[np.ndarray], dict[str, Any]]:
+    def encode_with_stats(self, docs: Sequence[bytes], progress: Callable[[int], None] | None = None
+                          ) -> tuple[list[np.ndarray], dict[str, Any]]:
         """The tokens of each document and counts over its windows: `windows`, `greedy_symbols` (Σ k_g),
         `kept_symbols` (Σ symbols the windows hold, END included) and `window_counts` (per document, the
-        symbols of each window)."""
+        symbols of each window). `progress` gets the bytes coded so far after each round of windows."""
         symbols = [np.append(np.frombuffer(d, dtype=np.uint8).astype(np.int64), END) for d in docs]
         windows: list[list[bytes]] = [[] for _ in docs]
         stats: dict[str, Any] = {"windows": 0, "greedy_symbols": 0, "kept_symbols": 0,
@@ -133,6 +135,9 @@ class EqualInfoACTokenizer(NeuralCoderTokenizer):
                     stats["window_counts"][d].append(kept)
                     if pos[d] == symbols[d].size:
                         row_doc[r] = None
+                if progress is not None:  # bytes: the kept symbols less the END of each finished document
+                    finished = len(docs) - len(queue) - sum(d is not None for d in row_doc)
+                    progress(stats["kept_symbols"] - finished)
         return [self._to_ids(b"".join(w)) for w in windows], stats
 
     def _encode_windows(self, stepper: M1Stepper, row_doc: list[int | None], symbols: list[np.ndarray],

@@ -22,7 +22,7 @@ byte share, base.py). Speed: M1 runs once per byte (about a forward of a 1-token
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -137,9 +137,10 @@ class ACTokenizer(NeuralCoderTokenizer):
     def encode(self, data: bytes) -> np.ndarray:
         return self.encode_batch([data])[0]
 
-    def encode_batch(self, docs: Sequence[bytes]) -> list[np.ndarray]:
+    def encode_batch(self, docs: Sequence[bytes], progress: Callable[[int], None] | None = None
+                     ) -> list[np.ndarray]:
         out = []
-        for message, n_symbols, _ in self._code(docs):
+        for message, n_symbols, _ in self._code(docs, progress):
             n_bytes = -(-message.n_bits // self.token_bits) * (self.token_bits // 8)
             if n_symbols > self._symbol_limit(8 * n_bytes):
                 raise ValueError("input codes to too few bits for decode's guard against foreign input")
@@ -150,11 +151,14 @@ class ACTokenizer(NeuralCoderTokenizer):
         """Σ -log2 q(x_t) of each document (bytes and END) under the quantised model the coder used."""
         return [info for _, _, info in self._code(docs)]
 
-    def _code(self, docs: Sequence[bytes]) -> list[tuple[BitString, int, float]]:
-        """(message, symbols, information bits) of each document, coded `rows` at a time (module docstring)."""
+    def _code(self, docs: Sequence[bytes], progress: Callable[[int], None] | None = None
+              ) -> list[tuple[BitString, int, float]]:
+        """(message, symbols, information bits) of each document, coded `rows` at a time (module docstring);
+        `progress` gets the bytes coded so far after each context chunk."""
         symbols = [np.append(np.frombuffer(d, dtype=np.uint8).astype(np.int64), END) for d in docs]
         encoders = [Encoder(precision=self.precision) for _ in docs]
         info = [0.0] * len(docs)
+        coded_bytes = 0
         row_doc: list[int | None] = [None] * self.rows  # document in each row, None: idle
         row_pos = [0] * self.rows
         queue = list(range(len(docs)))[::-1]
@@ -187,8 +191,11 @@ class ACTokenizer(NeuralCoderTokenizer):
                     cdfs = np.stack(chunk_cdfs[r])
                     encoders[d].encode_many(chunk_syms[r], cdfs)
                     info[d] += information_bits(chunk_syms[r], cdfs, self.precision)
+                    coded_bytes += len(chunk_syms[r]) - (chunk_syms[r][-1] == END)
                     if row_pos[r] >= symbols[d].size:
                         row_doc[r] = None
+                if progress is not None:
+                    progress(coded_bytes)
         return [(enc.finish(), int(s.size), i) for enc, s, i in zip(encoders, symbols, info, strict=True)]
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> bytes:

@@ -19,7 +19,7 @@ emitted by `encode`), then the 128 escapes, the 256 byte pieces, and the learned
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -114,7 +114,8 @@ class UnigramTokenizer(EscapedTableTokenizer):
     def encode(self, data: bytes) -> np.ndarray:
         return np.asarray(self._sp.encode(escape(data)), dtype=np.int64)
 
-    def encode_batch(self, docs: Sequence[bytes]) -> list[np.ndarray]:
+    def encode_batch(self, docs: Sequence[bytes], progress: Callable[[int], None] | None = None
+                     ) -> list[np.ndarray]:
         ids = self._sp.encode([escape(d) for d in docs], num_threads=2)
         return [np.asarray(x, dtype=np.int64) for x in ids]
 
