@@ -13,8 +13,10 @@ from isoflop.train.spec import ExperimentConfig
 
 
 def add_config_args(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    from isoflop.recipes import RECIPES  # config dataclasses only (no torch): cheap at parser build
+
     parser.add_argument("target", nargs=None if required else "?", metavar="RECIPE|FILE",
-                        help="a recipe name (tiny, small, gpt2-124m) or a .toml/.yaml/.json config file; a file "
+                        help=f"a recipe name ({', '.join(RECIPES)}) or a .toml/.yaml/.json config file; a file "
                              "may name a recipe to start from with `base = \"tiny\"`")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set model.d_model=192 (repeatable)")
