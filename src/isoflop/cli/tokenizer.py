@@ -237,7 +237,8 @@ def _stats(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
     else:
-        print(f"{tok.kind} (vocabulary {tok.vocab_size}): {n_bytes:,} bytes in {len(docs):,} document{'s' * (len(docs) != 1)} -> "
+        documents = f"{len(docs):,} document" + ("s" if len(docs) != 1 else "")
+        print(f"{tok.kind} (vocabulary {tok.vocab_size}): {n_bytes:,} bytes in {documents} -> "
               f"{n_tokens:,} tokens, {result['bytes_per_token']:.3f} bytes/token, {bits_per_token:.2f} bits/token; "
               f"encode {_rate(result['encode_bytes_per_s'])}, decode {_rate(result['decode_bytes_per_s'])}")
     return 0
