@@ -51,7 +51,7 @@ def _check_report(out, study):
     return results
 
 
-@pytest.mark.parametrize("study", ["rope-extrapolation", "sign-optimizer-embeddings"])
+@pytest.mark.parametrize("study", ["rope-extrapolation", "sign-optimizer-embeddings", "sparse-isoflop"])
 def test_smoke_report_end_to_end(tmp_path, cache_dir, capsys, study):
     out = tmp_path / study
     assert main(["report", study, "--out", str(out), "--smoke"]) == 0
@@ -69,6 +69,12 @@ def test_smoke_report_end_to_end(tmp_path, cache_dir, capsys, study):
         assert [c["key"] for c in results["columns"]] == ["kind", "L32", "L64", "L128"]
         assert len(results["data"]["evaluations"]) == len(kinds) * 3
         assert all(math.isfinite(e["val_bpb"]) for e in results["data"]["evaluations"])
+    elif study == "sparse-isoflop":
+        dense = results["rows"][0]
+        for row in results["rows"]:  # equal training FLOPs within one step; a step's time is the run's over steps
+            assert abs(row["flops"] - dense["flops"]) <= row["flops"] / row["steps"]
+            assert row["s_per_step"] == pytest.approx(row["wall_s"] / row["steps"])
+        assert all(len(c["val_loss"]) >= 2 for c in results["data"]["curves"].values())
     elif study == "sign-optimizer-embeddings":
         assert results["data"]["rare_count_train"] == 1
         for row in results["rows"]:  # the table's final value is the last point of the traced curve

@@ -28,7 +28,7 @@ from tests.conftest import make_corpus, tiny_overrides
 
 def test_registry_and_unknown_names(tmp_path):
     assert set(study_names()) == {"rope-extrapolation", "sign-optimizer-embeddings", "cosine-stretch",
-                                  "compressed-text"}
+                                  "compressed-text", "sparse-isoflop"}
     assert all(study_names().values())
     with pytest.raises(ConfigError, match="did you mean 'cosine-stretch'"):
         get_study("cosine-strech")
@@ -49,6 +49,30 @@ def test_cosine_runs_differ_only_in_stretch(tmp_path, smoke):
     assert [c.schedule.stretch for c in runs.values()] == list(STRETCHES)
     rest = [_without(c.to_dict(), "schedule", "stretch") for c in runs.values()]
     assert all(r == rest[0] for r in rest) and all(c.schedule.kind == "cosine" for c in runs.values())
+
+
+@pytest.mark.parametrize("smoke", [True, False])
+def test_sparse_runs_spend_the_dense_runs_training_flops(tmp_path, smoke):
+    from isoflop.nn.counting import flops_per_token
+    from isoflop.recipes import get_recipe
+
+    runs = get_study("sparse-isoflop").runs(tmp_path, smoke=smoke)
+    assert list(runs) == ["dense", "moe", "mod", "mode"]
+
+    def per_step(cfg):  # recounted here: tokens a step times the config's training FLOPs a token
+        return cfg.train.batch_size * cfg.data.seq_len * flops_per_token(cfg.model_config, cfg.data.seq_len).training
+
+    budget = runs["dense"].train.horizon.steps * per_step(runs["dense"])
+    for cfg in runs.values():  # each within half a step of the dense run's FLOPs
+        assert abs(cfg.train.horizon.steps * per_step(cfg) - budget) <= per_step(cfg) / 2
+    assert runs["mod"].train.horizon.steps > 1.4 * runs["dense"].train.horizon.steps  # MoD is cheaper a token
+    if not smoke:  # otherwise the recipes themselves: only the length, evaluations and checkpoints differ
+        assert runs["dense"].train.horizon.steps == 720
+        for name, recipe in {"dense": "tiny", "moe": "moe-tiny", "mod": "mod-tiny", "mode": "mode-tiny"}.items():
+            ours, theirs = runs[name].to_dict(), get_recipe(recipe).to_dict()
+            for d in (ours, theirs):
+                d["train"]["horizon"].pop("steps"), d.pop("eval"), d.pop("checkpoint")
+            assert ours == theirs
 
 
 def test_sign_runs_reach_their_fixed_point_within_the_run(tmp_path):

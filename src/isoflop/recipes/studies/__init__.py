@@ -44,8 +44,10 @@ def _registry() -> dict[str, Callable[[], Study]]:
     from isoflop.recipes.studies.cosine_stretch import CosineStretch
     from isoflop.recipes.studies.rope_extrapolation import RopeExtrapolation
     from isoflop.recipes.studies.sign_optimizer_embeddings import SignOptimizerEmbeddings
+    from isoflop.recipes.studies.sparse_isoflop import SparseIsoflop
 
-    return {s.name: s for s in (RopeExtrapolation, SignOptimizerEmbeddings, CosineStretch, CompressedText)}
+    return {s.name: s for s in (RopeExtrapolation, SignOptimizerEmbeddings, CosineStretch, CompressedText,
+                                SparseIsoflop)}
 
 
 def study_names() -> dict[str, str]:
