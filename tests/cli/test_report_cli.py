@@ -11,7 +11,7 @@ import pytest
 
 from isoflop.cli import main
 
-STUDIES = ("rope-extrapolation", "sign-optimizer-embeddings", "cosine-stretch", "compressed-text")
+STUDIES = ("rope-extrapolation", "sign-optimizer-embeddings", "cosine-stretch", "compressed-text", "sparse-isoflop")
 
 
 def test_list_names_every_study(capsys):
