@@ -57,9 +57,10 @@ def _smoke(cfg: ExperimentConfig) -> ExperimentConfig:
     return small
 
 
-def _with_steps(cfg: ExperimentConfig, steps: int, log_every: int) -> ExperimentConfig:
-    """`cfg` trained for `steps`, evaluated EVALS_PER_RUN times at multiples of `log_every` (so every evaluation
+def _with_steps(cfg: ExperimentConfig, steps: int) -> ExperimentConfig:
+    """`cfg` trained for `steps`, evaluated EVALS_PER_RUN times at multiples of `log.every` (so every evaluation
     has a logged wall time) and at the end, with no checkpoints but the final one."""
+    log_every = cfg.log.every
     every = max(log_every, steps // EVALS_PER_RUN // log_every * log_every)
     return replace(cfg, train=replace(cfg.train, horizon=replace(cfg.train.horizon, steps=steps)),
                    eval=replace(cfg.eval, every=every), checkpoint=replace(cfg.checkpoint, every=0))
@@ -67,7 +68,7 @@ def _with_steps(cfg: ExperimentConfig, steps: int, log_every: int) -> Experiment
 
 class SparseIsoflop(Study):
     name = "sparse-isoflop"
-    description = "dense, MoE, MoD and MoDE at equal training FLOPs: MoD wins, MoE keeps up"
+    description = "dense, MoE, MoD and MoDE trained to equal FLOPs: does conditional compute win at equal cost?"
     claim = ("At equal training FLOPs, Mixture-of-Depths transformers (12.5 % capacity on every other block) match "
              "or beat the dense baseline, by up to about 1.5 %, while each step costs fewer FLOPs and runs faster "
              "(Raposo et al. 2024, arXiv 2404.02258: one such model \"steps 66% faster\"). A top-2 MoE with "
@@ -76,8 +77,7 @@ class SparseIsoflop(Study):
     def runs(self, out: Path, *, smoke: bool) -> dict[str, ExperimentConfig]:
         bases = {name: _smoke(make()) if smoke else make() for name, make in VARIANTS.items()}
         budget = (SMOKE_DENSE_STEPS if smoke else DENSE_STEPS) * flops_per_step(bases["dense"])
-        return {name: _with_steps(cfg, round(budget / flops_per_step(cfg)), cfg.log.every)
-                for name, cfg in bases.items()}
+        return {name: _with_steps(cfg, round(budget / flops_per_step(cfg))) for name, cfg in bases.items()}
 
     def measure(self, run_dirs: dict[str, Path], *, smoke: bool) -> dict[str, Any]:
         import json
