@@ -39,6 +39,14 @@ def test_targets_are_inputs_shifted() -> None:
         assert int(row_y[-1]) == toks[start + 10]
 
 
+def test_bos_at_window_start_replaces_only_the_first_input() -> None:
+    plain = TrainLoader(tokens(1000), seq_len=16, global_batch=4, seed=3)
+    bos = TrainLoader(tokens(1000), seq_len=16, global_batch=4, seed=3, bos_id=999)
+    for _ in range(3):
+        (x, y), (xb, yb) = plain.next(), bos.next()
+        assert (xb[:, 0] == 999).all() and torch.equal(xb[:, 1:], x[:, 1:]) and torch.equal(yb, y)
+
+
 def test_resume_is_bit_exact() -> None:
     toks = tokens(5000)
     a = TrainLoader(toks, seq_len=12, global_batch=6, seed=7)

@@ -46,6 +46,10 @@ class DataConfig(Config):
     """Fraction of documents held out for validation, each chosen by a hash of its index (at least one)."""
     seq_len: int = 256
     """Tokens per training sequence (the model's context length during training)."""
+    bos_at_window_start: bool = False
+    """Replace each training sequence's first input token by end-of-text, so the model learns to predict text
+    that follows a fresh start in mid-document: what M1 meets at every EqualInfoAC window and AC context
+    restart (tokenizers/equalinfo.py). Off: a start is seen only before a document's first token."""
     tokenizer: TokenizerConfig = field(default_factory=ByteTokenizerConfig)
     """The tokenizer variant (`byte`, `bpe`, `unigram`, `bytepiece`, `gzip`, ...), trained for the run or
     loaded from `data.tokenizer.path`."""

@@ -38,7 +38,7 @@ class TrainLoader:
     """Training batches for one rank: `next()` -> (inputs_BT, targets_BT), int64 tensors."""
 
     def __init__(self, tokens: np.ndarray, *, seq_len: int, global_batch: int, seed: int, rank: int = 0,
-                 world_size: int = 1):
+                 world_size: int = 1, bos_id: int | None = None):
         if seq_len <= 0 or global_batch <= 0:
             raise ValueError(f"seq_len and global_batch must be positive, got {seq_len}, {global_batch}")
         if world_size <= 0 or not 0 <= rank < world_size:
@@ -53,6 +53,7 @@ class TrainLoader:
         self.tokens = tokens
         self.seq_len, self.global_batch, self.seed = seq_len, global_batch, seed
         self.rank, self.world_size = rank, world_size
+        self.bos_id = bos_id  # when set, every input row starts with it (DataConfig.bos_at_window_start)
         self.local_batch = global_batch // world_size
         self.next_batch = 0
         self._perms: dict[int, np.ndarray] = {}  # the one or two epochs in use
@@ -81,7 +82,10 @@ class TrainLoader:
         """This rank's rows of global batch `index`: (inputs_BT, targets_BT)."""
         first = index * self.global_batch + self.rank * self.local_batch
         rows = _window_rows(self.tokens, self.windows(first, self.local_batch), self.seq_len)  # (B, T+1)
-        return rows[:, :-1].contiguous(), rows[:, 1:].contiguous()
+        inputs_BT = rows[:, :-1].contiguous()
+        if self.bos_id is not None:
+            inputs_BT[:, 0] = self.bos_id
+        return inputs_BT, rows[:, 1:].contiguous()
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next batch: (inputs_BT, targets_BT), targets being inputs shifted left by one token."""

@@ -101,7 +101,8 @@ def _train(cfg: ExperimentConfig, plan: RunPlan, data: PreparedData, out: Path, 
     model = parallel.parallelize(raw_model, ctx, strategy=t.parallel, compile=t.compile)
     optimizer = cfg.optim.build(model)
     loader = TrainLoader(data.tokens("train"), seq_len=plan.seq_len, global_batch=plan.global_batch, seed=t.seed,
-                         rank=ctx.rank, world_size=ctx.world_size)
+                         rank=ctx.rank, world_size=ctx.world_size,
+                         bos_id=data.tokenizer.eot_id if cfg.data.bos_at_window_start else None)
     token_bytes_V = token_bytes(data.tokenizer, model_cfg.vocab_size, data.byte_share("val"))
     also = _extra_eval_sets(cfg, data, out, ctx, console)
 
