@@ -49,7 +49,8 @@ class DataConfig(Config):
     bos_at_window_start: bool = False
     """Replace each training sequence's first input token by end-of-text, so the model learns to predict text
     that follows a fresh start in mid-document: what M1 meets at every EqualInfoAC window and AC context
-    restart (tokenizers/equalinfo.py). Off: a start is seen only before a document's first token."""
+    restart (tokenizers/equalinfo.py). Off: a start is seen only before a document's first token. For M1 it
+    packs EqualInfoAC windows fuller, but M2 then learns them less (LOG.md, 2026-11-22, third session)."""
     tokenizer: TokenizerConfig = field(default_factory=ByteTokenizerConfig)
     """The tokenizer variant (`byte`, `bpe`, `unigram`, `bytepiece`, `gzip`, ...), trained for the run or
     loaded from `data.tokenizer.path`."""
