@@ -217,7 +217,7 @@ def test_a_slow_tokenizer_reports_progress_inside_a_batch(tmp_path: Path, monkey
         return [self.encode(d) for d in docs]
 
     monkeypatch.setattr(ByteTokenizer, "encode_batch", encode_batch)
-    monkeypatch.setattr(shards, "_PROGRESS_EVERY_S", -1.0)  # every report becomes a message
+    monkeypatch.setattr(shards, "_IN_BATCH_PROGRESS_EVERY_S", -1.0)  # every report becomes a message
     messages: list[str] = []
     cfg = data_cfg(tmp_path)
     prepare(cfg, progress=messages.append)

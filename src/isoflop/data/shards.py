@@ -46,6 +46,7 @@ _BATCH_DOCS = 8192
 # needs ~70 bytes of RAM per input byte in the `tokenizers` library, and 4 pieces keep 4 threads busy.
 _PIECE_BYTES = 1 << 20
 _PROGRESS_EVERY_S = 2.0
+_IN_BATCH_PROGRESS_EVERY_S = 20.0  # slow coders: a line every 20 s, not hundreds over a report
 _STALE_TMP_S = 24 * 3600.0  # a temporary dir untouched this long is a crashed preparer's: remove it
 
 
@@ -196,7 +197,7 @@ def _build(cfg: DataConfig, files: list[CorpusFile], inputs: dict[str, Any], key
 
     def within_batch(coded: int) -> None:  # slow tokenizers report inside a batch
         nonlocal last
-        if time.monotonic() - last > _PROGRESS_EVERY_S:
+        if time.monotonic() - last > _IN_BATCH_PROGRESS_EVERY_S:
             say(f"tokenizing: {(done + coded) / 1e6:.2f} MB / {total / 1e6:.1f} MB")
             last = time.monotonic()
 
