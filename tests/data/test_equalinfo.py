@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import textwrap
 
 import numpy as np
@@ -248,3 +249,24 @@ def test_cli_bad_m1_exits_2_with_one_line(tmp_path, corpus_dir, capsys, kind, m1
                  "--m1", str(tmp_path / m1_dir)]) == 2
     err = capsys.readouterr().err.strip()
     assert "--m1" in err and len(err.splitlines()) == 1 and not out.exists()
+
+
+def test_cli_takes_m1_from_a_run_and_the_folder_fixes_its_shape(tmp_path, corpus_dir, cache_dir, capsys) -> None:
+    from isoflop.cli.common import load_experiment
+    from isoflop.data.config import DataConfig
+    from isoflop.train.run import run_training
+    from tests.conftest import tiny_overrides
+
+    overrides = [*tiny_overrides(corpus_dir, steps=2), "eval.every=0", "model.d_model=48", "model.n_layers=1",
+                 "data.seq_len=24"]  # none of them the m1_* defaults
+    with open(os.devnull, "w") as devnull:
+        run_training(load_experiment("tiny", overrides), tmp_path / "m1_run", stream=devnull)
+    out = tmp_path / "tok"
+    assert main(["tokenizer", "train", "--kind", "ac", "--corpus", str(corpus_dir), "--out", str(out),
+                 "--m1", str(tmp_path / "m1_run"), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)["config"]
+    shape = {"m1_d_model": 48, "m1_n_layers": 1, "m1_seq_len": 24}
+    assert {k: printed[k] for k in shape} == shape
+    data = DataConfig.from_dict({"corpus": str(corpus_dir), "tokenizer": {"kind": "ac", "path": str(out)}})
+    assert {k: getattr(data.tokenizer, k) for k in shape} == shape  # what a run's config.json then records
+    assert data.tokenizer.m1_steps == 300  # how M1 trained is not saved: the configured value, unused

@@ -20,6 +20,7 @@ and renamed into place, so a failure leaves nothing half-written.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import shutil
@@ -117,6 +118,7 @@ def _train(args: argparse.Namespace) -> int:
     else:
         tok = cfg.build(docs if cfg.needs_training else None)
     seconds = time.perf_counter() - start
+    cfg = dataclasses.replace(cfg, **cfg.saved_knobs(tok.meta()))  # e.g. the shape of an M1 from --m1
     _atomic_dir(out, tok.save)
     result = {"kind": tok.kind, "out": str(out), "vocab_size": tok.vocab_size, "fingerprint": tok.fingerprint(),
               "train_s": round(seconds, 3), "config": cfg.to_dict()}

@@ -35,8 +35,8 @@ class TokenizerConfig(Variant, family=True):
     path: str | None = None
     """A saved tokenizer folder (`isoflop tokenizer train --out DIR`, or a run's tokenizer/): when set, the
     run loads it instead of building one, and its `tokenizer_meta.json` must name this `kind` (set
-    `data.tokenizer.kind` to match). The folder's vocabulary knobs (vocab_size, token_bits, ...) replace the
-    config's; training knobs are unused. Shards are cached by the loaded tokenizer's fingerprint."""
+    `data.tokenizer.kind` to match). The folder's vocabulary knobs (vocab_size, token_bits, ..., and M1's
+    shape) replace the config's; training knobs are unused. Shards are cached by the loaded tokenizer's fingerprint."""
 
     @property
     def needs_training(self) -> bool:
@@ -46,6 +46,11 @@ class TokenizerConfig(Variant, family=True):
     def build(self, docs: Iterable[bytes] | None = None) -> Tokenizer:
         """The tokenizer; training kinds learn it from `docs` (training documents in corpus order)."""
         raise NotImplementedError
+
+    def saved_knobs(self, meta: dict[str, Any]) -> dict[str, Any]:
+        """The fields a saved tokenizer's `tokenizer_meta.json` fixes: those it names (`path` aside)."""
+        names = {f.name for f in dataclasses.fields(self)} - {"path"}
+        return {k: v for k, v in meta.items() if k in names}
 
 
 @config
@@ -268,6 +273,14 @@ class NeuralACTokenizerConfig(CodedTokenizerConfig):
             require(getattr(self, name) >= 1, name, f"must be positive, got {getattr(self, name)}")
         require(self.m1_lr > 0, "m1_lr", f"must be positive, got {self.m1_lr}")
 
+    def saved_knobs(self, meta: dict[str, Any]) -> dict[str, Any]:
+        """Also M1's shape, which the folder's M1 fixes (meta["m1"], m1.describe); how it was trained (m1_steps,
+        m1_batch_size, m1_lr) is not saved and stays as configured, unused."""
+        m1 = meta.get("m1") if isinstance(meta.get("m1"), dict) else {}
+        shape = {"m1_d_model": m1.get("d_model"), "m1_n_layers": m1.get("n_layers"),
+                 "m1_seq_len": m1.get("train_length")}
+        return {**super().saved_knobs(meta), **{k: v for k, v in shape.items() if v is not None}}
+
     def build(self, docs: Iterable[bytes] | None = None) -> Tokenizer:
         raise ConfigError("tokenizer.path", f"a {self.kind} tokenizer runs a trained M1: make one with "
                           f"`isoflop tokenizer train --kind {self.kind}` and set data.tokenizer.path to it")
@@ -354,8 +367,7 @@ def with_saved_tokenizer(tok: TokenizerConfig) -> TokenizerConfig:
     if kind != tok.kind:
         raise ConfigError("tokenizer.kind", f"is {tok.kind!r} but {tok.path} holds a {kind!r} tokenizer; "
                           f"set data.tokenizer.kind={kind}")
-    names = {f.name for f in dataclasses.fields(tok)} - {"path"}
     try:
-        return dataclasses.replace(tok, **{k: v for k, v in meta.items() if k in names})
+        return dataclasses.replace(tok, **tok.saved_knobs(meta))
     except ConfigError as e:
         raise ConfigError("tokenizer.path", f"{meta_path} holds a bad {e.key}: {e.problem}") from None
