@@ -130,3 +130,47 @@ def test_refuses_a_dense_run(tmp_path, corpus_dir, cache_dir, capsys):
     run_training(cfg, tmp_path / "dense", stream=open("/dev/null", "w"))
     assert main(["expand", str(tmp_path / "dense"), "--out", str(tmp_path / "x"), "--new-experts", "1"]) == 2
     assert "upcycle" in capsys.readouterr().err
+
+
+def _with_biases(run, out, biases):
+    """A copy of `run` whose every MoE layer's selection bias is `biases`: biases as training would move them."""
+    from isoflop.surgery.rundir import read_run, write_run
+
+    cfg, state, _, st = read_run(run)
+    for name in [k for k in state if k.endswith("ffn.selection_bias")]:
+        state[name] = torch.tensor(biases, dtype=state[name].dtype)
+    write_run(out, cfg, tokenizer_dir=run / "tokenizer", step=st["step"], model_state=state, optim_state=None,
+              loader_state=st["loader"], record_name="drift", record={})
+    return out
+
+
+def _same_logits(old_run, new_run):
+    old, new = load_model(old_run).eval(), load_model(new_run).eval()
+    tokens_BT = torch.randint(0, 257, (4, 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return torch.allclose(new(tokens_BT), old(tokens_BT), atol=1e-5, rtol=0)
+
+
+def test_sigmoid_router_with_moved_biases_keeps_outputs(tmp_path, corpus_dir, new_corpus, cache_dir, capsys):
+    cfg = load_experiment("tiny", tiny_overrides(corpus_dir, 2) + MOE + ["model.ffn.router.kind=sigmoid_bias"])
+    run_training(cfg, tmp_path / "sigmoid", stream=open("/dev/null", "w"))
+    # old experts below -1: a new expert entering at a fixed -1 (score 0.5 - 1) would be every token's second pick
+    moved = _with_biases(tmp_path / "sigmoid", tmp_path / "moved", [-1.5, -1.2, -1.8, 0.0])
+    assert _expand(moved, tmp_path / "expanded", new_corpus) == 0
+    assert _same_logits(moved, tmp_path / "expanded")
+    record = json.loads((tmp_path / "expanded" / "expand.json").read_text())
+    assert list(record["entry_bias"].values()) == pytest.approx([-2.8, -2.8]) and not record["softmax_order_may_change"]
+    assert "note:" not in capsys.readouterr().err
+
+
+def test_softmax_second_expansion_keeps_outputs_or_says_it_may_not(moe_run, tmp_path, new_corpus, cache_dir,
+                                                                  capsys):
+    first = tmp_path / "first"
+    assert _expand(moe_run, first, new_corpus) == 0  # biases [0, 0, 0, 0, -1, -1]: a gap of 1, no swap possible
+    assert _expand(first, tmp_path / "second", new_corpus) == 0
+    assert _same_logits(first, tmp_path / "second") and "note:" not in capsys.readouterr().err
+    assert json.loads((tmp_path / "second" / "expand.json").read_text())["entry_bias"]["layers.0"] == -2.0
+    moved = _with_biases(first, tmp_path / "moved", [0.0, 0.0, 0.0, 0.0, -0.3, -0.5])  # new experts rose
+    assert _expand(moved, tmp_path / "third", new_corpus) == 0
+    assert json.loads((tmp_path / "third" / "expand.json").read_text())["softmax_order_may_change"]
+    assert "note: the old experts' selection biases differ" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from isoflop.cli.common import require_run_dir
 from isoflop.config import ConfigError
@@ -82,4 +83,8 @@ def expand(args: argparse.Namespace) -> int:
     print(f"expanded {args.run}: {record['old_experts']} + {record['new_experts']} experts per MoE layer"
           f"{', old ones frozen' if args.freeze_old else ''} -> {args.out}. "
           f"Train it with: isoflop train {args.out} --resume")
+    if record["softmax_order_may_change"]:
+        print("note: the old experts' selection biases differ, so the new router rows' share of the softmax can "
+              "change which old experts a token picks (outputs on old data are not exactly preserved); "
+              "a sigmoid_bias router avoids this", file=sys.stderr)
     return 0

@@ -4,8 +4,13 @@ by distillation against the previous model.
 
 Function preservation. A top-k router cannot give new experts a gate of exactly zero and still let them learn:
 an expert that is never selected gets no gradient. isoflop uses a *selection* bias (a buffer, never a gate):
-new experts start with bias -1, so probabilities (softmax or sigmoid, both in (0, 1)) plus bias never beat an
-old expert and the outputs on any input are unchanged before training; the new router rows start at zero.
+new experts start with a bias ENTRY_MARGIN below the layer's lowest old bias (and below 0), so probabilities
+(softmax or sigmoid, both in (0, 1)) plus bias never beat an old expert and the outputs on any input are
+unchanged before training; the new router rows start at zero. One limit: the new rows take a share of each
+token's softmax, scaling every old probability by the same factor, which keeps the order of old experts whose
+biases are equal (a first expansion) but can swap experts whose biases differ (expanding a softmax run whose
+biases have moved, e.g. a second expansion): there `isoflop expand` says so. Sigmoid scores are per expert, so
+a sigmoid_bias run is preserved exactly however its biases have moved.
 After each optimizer step the bias moves by `entry_rate` toward balance (DeepSeek's aux-loss-free rule), so the
 new experts, which carry no load, rise until tokens of the new data choose them. Frozen experts' biases and
 router rows never move. Gates stay renormalised over the selected experts (softmax_topk needs renormalize=True;
@@ -28,7 +33,7 @@ from isoflop.nn.moe_config import MoEFFN, SoftmaxTopK
 from isoflop.surgery.rundir import check_empty, read_run, write_run
 from isoflop.train.spec import DistillConfig, ExperimentConfig, HorizonConfig
 
-ENTRY_BIAS = -1.0  # below any probability's lowest value (0), so a new expert is never chosen before it rises
+ENTRY_MARGIN = 1.0  # probabilities lie in (0, 1): a bias this far below every old one is never chosen
 EXPERT_TENSORS = ("gate_proj", "up_proj", "down_proj")
 
 
@@ -59,8 +64,14 @@ def expand(run_dir: str | Path, out_dir: str | Path, *, new_experts: int, freeze
     model.load_state_dict(new_state, strict=True)
     record = {"source": str(src), "source_step": state["step"], "old_experts": old.experts,
               "new_experts": new_experts, "frozen_experts": cfg.model.ffn.frozen_experts, "distill": distill,
-              "entry_bias": ENTRY_BIAS, "entry_rate": entry_rate, "seed": seed, "steps_to_train": extra,
-              "old_data": old_cfg.data.corpus, "new_data": cfg.data.corpus}
+              "entry_bias": {}, "entry_rate": entry_rate, "seed": seed, "steps_to_train": extra,
+              "old_data": old_cfg.data.corpus, "new_data": cfg.data.corpus, "softmax_order_may_change": False}
+    for name, bias_E in new_state.items():
+        if name.endswith("ffn.selection_bias"):
+            layer, old_bias = name.removesuffix(".ffn.selection_bias"), bias_E[:-new_experts]
+            record["entry_bias"][layer] = float(bias_E[-1])
+            if isinstance(old.router, SoftmaxTopK) and _close_unequal(old_bias):
+                record["softmax_order_may_change"] = True  # see the module docstring
     write_run(out, cfg, tokenizer_dir=src / "tokenizer", step=0, model_state=model.state_dict(), optim_state=None,
               loader_state={"next_batch": 0}, record_name="expand", record=record)
     return record
@@ -105,7 +116,8 @@ def map_weights(new_state: dict[str, torch.Tensor], old_state: dict[str, torch.T
                 n_new: int, frozen: int) -> dict[str, torch.Tensor]:
     """The expanded state dict: every old tensor copied; in each MoE layer the old experts and router rows
     (frozen ones first) followed by the new experts (their fresh initialisation) and zero router rows; the
-    selection bias is the old one (or zero) followed by ENTRY_BIAS for each new expert."""
+    selection bias is the old one (or zero) followed by, for each new expert, the lowest of 0 and the old biases
+    less ENTRY_MARGIN."""
     out = dict(new_state)
     layers = sorted({name.split(".ffn.")[0] for name in new_state if ".ffn.experts." in name})
     for layer in layers:
@@ -119,7 +131,8 @@ def map_weights(new_state: dict[str, torch.Tensor], old_state: dict[str, torch.T
             _split_into(out, torch.cat([old_w, fresh]), ffn + f"experts_frozen.{tensor}", ffn + f"experts.{tensor}",
                         frozen)
         old_bias = old_state.get(ffn + "selection_bias", torch.zeros(n_old))
-        out[ffn + "selection_bias"] = torch.cat([old_bias, torch.full((n_new,), ENTRY_BIAS, dtype=old_bias.dtype)])
+        entry = min(float(old_bias.min()), 0.0) - ENTRY_MARGIN
+        out[ffn + "selection_bias"] = torch.cat([old_bias, torch.full((n_new,), entry, dtype=old_bias.dtype)])
     for name, tensor in old_state.items():  # attention, norms, embeddings, dense MLPs, shared experts
         if ".ffn.experts" in name or name.endswith(("ffn.gate.weight", "ffn.gate_frozen", "ffn.selection_bias")):
             continue
@@ -127,6 +140,13 @@ def map_weights(new_state: dict[str, torch.Tensor], old_state: dict[str, torch.T
             raise ConfigError(name, "an old tensor has no place in the expanded model")
         out[name] = tensor.clone()
     return out
+
+
+def _close_unequal(bias_E: torch.Tensor) -> bool:
+    """Whether two biases differ by less than ENTRY_MARGIN: the only pairs of old experts whose order a common
+    scaling of their softmax probabilities (in (0, 1)) can swap."""
+    gaps = torch.diff(torch.unique(bias_E))  # sorted distinct values: the smallest gaps are between neighbours
+    return bool((gaps < ENTRY_MARGIN).any())
 
 
 def _full(state: dict[str, torch.Tensor], prefix: str, trainable: str, frozen: str) -> torch.Tensor:
