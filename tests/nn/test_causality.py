@@ -10,19 +10,20 @@ import torch
 from isoflop.nn.config import ModelConfig
 from isoflop.nn.generate import generate
 from isoflop.nn.mod_config import TopKMoD
+from isoflop.nn.moe_config import MoEFFN, SigmoidBias
 
 V, T, CUT = 64, 24, 11
 
 
-def _model(mod=None, seed: int = 0):
+def _model(mod=None, seed: int = 0, ffn=None):
     torch.manual_seed(seed)
     cfg = ModelConfig(vocab_size=V, d_model=32, n_layers=4, n_heads=4, n_kv_heads=2,
-                      **({"mod": mod} if mod is not None else {}))
+                      **({"mod": mod} if mod is not None else {}), **({"ffn": ffn} if ffn is not None else {}))
     model = cfg.build().eval()
     # A trained router spreads its outputs; at init they are tiny. Widen them so the routing decisions are
     # varied (some tokens in, some out) and the contributions r * f are not negligible.
     for name, p in model.named_parameters():
-        if name.endswith("router.weight") or name.endswith("predictor.2.weight"):
+        if name.endswith(("router.weight", "predictor.2.weight", "ffn.gate.weight")):
             p.data.mul_(50.0)
     return model
 
@@ -63,15 +64,22 @@ def test_mod_causal_routing_is_causal(mod):
     assert fractions and all(0.05 < f < 0.95 for f in fractions)  # the test exercises real routing decisions
 
 
-@pytest.mark.parametrize("mod", [None, *CAUSAL_RULES], ids=["dense", "predictor", "router_bce"])
-def test_cached_greedy_decode_equals_full_recompute(mod):
-    model = _model(mod)
+MOE = MoEFFN(experts=4, top_k=2, expert_hidden=48)  # dropless token choice: causal
+MOE_SIGMOID_NOOP = MoEFFN(experts=5, top_k=2, noop_experts=1, shared_experts=1, expert_hidden=48,
+                          router=SigmoidBias())
+
+
+@pytest.mark.parametrize("mod, ffn", [(None, None), *((m, None) for m in CAUSAL_RULES), (None, MOE),
+                                      (None, MOE_SIGMOID_NOOP), (CAUSAL_RULES[0], MOE)],
+                         ids=["dense", "predictor", "router_bce", "moe", "moe_sigmoid_noop", "staged_mode"])
+def test_cached_greedy_decode_equals_full_recompute(mod, ffn):
+    model = _model(mod, ffn=ffn)
     model.use_causal_routing(True)
     prompt = torch.randint(0, V, (3, 5), generator=torch.Generator().manual_seed(2))
     cached = generate(model, prompt, 16, temperature=0.0, use_cache=True)
     recomputed = generate(model, prompt, 16, temperature=0.0, use_cache=False)
     assert torch.equal(cached, recomputed)
-    if mod is not None:  # and the cached logits themselves agree with one full forward
+    if mod is not None or ffn is not None:  # and the cached logits themselves agree with one full forward
         cache = model.new_cache(3, cached.shape[1])
         step_logits = [model(cached[:, :5], cache)[:, -1]]
         step_logits += [model(cached[:, t:t + 1], cache)[:, -1] for t in range(5, cached.shape[1] - 1)]
