@@ -1,16 +1,22 @@
-"""The loop's arithmetic: accumulation equals one big batch; bf16 and compile paths run and learn."""
+"""The loop's arithmetic: accumulation equals one big batch; bf16 and compile paths run and learn; logged
+routing stats cover every micro-batch."""
 
 from __future__ import annotations
 
 import io
 import json
 import os
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from isoflop.cli.common import load_experiment
+from isoflop.nn.config import ModelConfig
+from isoflop.nn.moe_config import MoEFFN
 from isoflop.train.hooks import ConsoleProgress
+from isoflop.train.loop import LoopCallbacks, train_loop
+from isoflop.train.parallel import DistContext
 from isoflop.train.run import run_training
 from tests.conftest import tiny_overrides
 
@@ -53,3 +59,24 @@ def test_progress_line_has_step_loss_throughput_and_eta():
     line = stream.getvalue()
     assert " 10/100" in line and "loss 2.5000" in line and "1.0k tok/s" in line
     assert "ETA 1:30" in line  # 90 steps of 1000 tokens at 1000 tokens/s
+
+
+def test_logged_routing_stats_average_the_micro_batches():
+    """With two micro-batches the record holds the mean of their stats, not the last one's."""
+    torch.manual_seed(0)
+    model = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=2, ffn_hidden=48,
+                        ffn=MoEFFN(experts=4, top_k=1)).build()
+    inputs_BT, targets_BT = torch.randint(0, 64, (4, 16)), torch.randint(0, 64, (4, 16))
+    per_micro = []
+    for half_BT in inputs_BT.chunk(2):  # what the loop's two forwards see, before its (lr 0) update
+        model(half_BT)
+        per_micro.append(model.routing_stats())
+    assert per_micro[0] != per_micro[1]  # else the mean and the last micro-batch could not be told apart
+    records: list[dict] = []
+    train_loop(model, torch.optim.SGD(model.parameters(), lr=0.0),
+               SimpleNamespace(steps=1, grad_accum=2, tokens_per_step=64, flops_per_token=1),  # type: ignore[arg-type]
+               start_step=0, grad_clip=None, precision="fp32", ctx=DistContext(0, 1, 0, torch.device("cpu")),
+               callbacks=LoopCallbacks(next_batch=lambda: (inputs_BT, targets_BT), lr_at=lambda step: 0.0,
+                                       on_step=records.append, after_step=lambda done: None))
+    for key in per_micro[0]:
+        assert records[0][key] == pytest.approx((per_micro[0][key] + per_micro[1][key]) / 2, rel=1e-6), key

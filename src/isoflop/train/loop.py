@@ -58,6 +58,8 @@ def train_loop(model: nn.Module, optimizer: torch.optim.Optimizer, plan: RunPlan
         loss_sum = torch.zeros((), device=ctx.device)
         aux_sum = torch.zeros((), device=ctx.device)
         extra_sum = torch.zeros((), device=ctx.device)
+        logs = (step + 1) % log_every == 0 or step + 1 == plan.steps
+        stats_sum: dict[str, float] = {}  # routed modules' stats, summed over micro-batches on logged steps
         for micro, (x_BT, y_BT) in enumerate(zip(inputs_BT.chunk(plan.grad_accum), targets_BT.chunk(plan.grad_accum), strict=True)):
             x_BT, y_BT = x_BT.to(ctx.device, non_blocking=True), y_BT.to(ctx.device, non_blocking=True)
             with parallel.gradient_sync(model, micro == plan.grad_accum - 1), autocast(ctx.device, precision):
@@ -68,6 +70,9 @@ def train_loop(model: nn.Module, optimizer: torch.optim.Optimizer, plan: RunPlan
                 extra = callbacks.extra_loss(x_BT, logits_BTV) / plan.grad_accum if callbacks.extra_loss else None
                 total = loss + (aux if aux is not None else 0.0) + (extra if extra is not None else 0.0)
                 total.backward()
+            if logs and hasattr(core, "routing_stats"):
+                for key, value in core.routing_stats().items():
+                    stats_sum[key] = stats_sum.get(key, 0.0) + value
             if extra is not None:
                 extra_sum += extra.detach()
             loss_sum += loss.detach()
@@ -86,14 +91,14 @@ def train_loop(model: nn.Module, optimizer: torch.optim.Optimizer, plan: RunPlan
             raise NonFiniteLoss(step + 1, loss_value)
         tokens_since_log += plan.tokens_per_step
         done = step + 1
-        if done % log_every == 0 or done == plan.steps:
+        if logs:
             now = time.perf_counter()
             elapsed_s += now - last_log
             callbacks.on_step({
                 "step": done, "loss": loss_value, "lr": lr, "grad_norm": float(grad_norm),
                 "tokens": done * plan.tokens_per_step, "flops": done * plan.tokens_per_step * plan.flops_per_token,
                 "tokens_per_s": tokens_since_log / max(now - last_log, 1e-9), "elapsed_s": elapsed_s,
-                **_routing_record(core, aux_sum, ctx),
+                **_routing_record(stats_sum, plan.grad_accum, aux_sum, ctx),
                 **({"extra_loss": float(parallel.mean_across_ranks(extra_sum, ctx))} if callbacks.extra_loss else {}),
             })
             last_log, tokens_since_log = time.perf_counter(), 0
@@ -101,9 +106,11 @@ def train_loop(model: nn.Module, optimizer: torch.optim.Optimizer, plan: RunPlan
     return elapsed_s
 
 
-def _routing_record(core: nn.Module, aux_sum: torch.Tensor, ctx: parallel.DistContext) -> dict[str, Any]:
-    """The aux loss of the step and the routed modules' stats of its last micro-batch (empty for dense models)."""
-    stats = core.routing_stats() if hasattr(core, "routing_stats") else {}
-    if not stats and not aux_sum.item():
+def _routing_record(stats_sum: dict[str, float], micro_batches: int, aux_sum: torch.Tensor,
+                    ctx: parallel.DistContext) -> dict[str, Any]:
+    """The aux loss of the step and the routed modules' stats averaged over its micro-batches (this rank's; a
+    ratio such as load max/mean is averaged, not recomputed from summed loads); empty for dense models."""
+    if not stats_sum and not aux_sum.item():
         return {}
+    stats = {key: value / micro_batches for key, value in stats_sum.items()}
     return {"aux_loss": float(parallel.mean_across_ranks(aux_sum, ctx)), **stats}
