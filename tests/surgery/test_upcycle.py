@@ -1,4 +1,5 @@
-"""Sparse upcycling: function preservation at step 0, bitwise parameter mapping, optimizer reuse, and that
+"""Sparse upcycling: function preservation at step 0 (and its exact scaling without renormalisation), bitwise
+parameter mapping, the logged router seed, optimizer reuse with a continued schedule, and that
 `isoflop train DIR --resume` trains the result."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from safetensors.torch import load_file
 from isoflop.cli import main
 from isoflop.cli.common import load_experiment
 from isoflop.train import checkpoint
-from isoflop.train.artifacts import load_model
+from isoflop.train.artifacts import load_config, load_model
 from isoflop.train.run import run_training
 from tests.conftest import tiny_overrides
 
@@ -81,6 +82,10 @@ def test_reuse_optimizer_copies_moments_and_continues_step(dense_run, tmp_path):
     train_steps = [x["step"] for x in lines if x["kind"] == "train"]
     assert train_steps[0] == 9 and train_steps[-1] == 12
     assert "aux_loss" in lines[0]
+    cfg = load_config(out)  # the lr of step s (completed count) is the schedule's at 0-based index s - 1
+    first = next(x for x in lines if x["kind"] == "train")
+    assert first["lr"] == pytest.approx(cfg.optim.lr * cfg.schedule.multiplier(first["step"] - 1, 12), rel=1e-12)
+    assert first["lr"] != pytest.approx(cfg.optim.lr * cfg.schedule.multiplier(0, 4))  # not a fresh schedule
 
 
 def test_fresh_optimizer_path_trains_from_step_zero(dense_run, tmp_path):
@@ -96,6 +101,43 @@ def test_fresh_optimizer_path_trains_from_step_zero(dense_run, tmp_path):
     assert not torch.equal(experts[0], experts[1])  # noise breaks the symmetry
     assert main(["train", str(out), "--resume"]) == 0
     assert json.loads((out / "run.json").read_text())["steps"] == 3
+
+
+def test_no_renormalize_scales_each_moe_layer_by_its_top_k_mass(dense_run, tmp_path):
+    """Raw top-k softmax gates: each MoE layer gives (sum of the token's top-k probabilities) x the dense MLP."""
+    out = tmp_path / "moe"
+    assert main(["upcycle", str(dense_run), "--out", str(out), "--experts", "4", "--top-k", "2",
+                 "--no-renormalize"]) == 0
+    assert json.loads((out / "upcycle.json").read_text())["router"]["renormalize"] is False
+    dense, moe = load_model(dense_run), load_model(out)
+    seen = {}
+    for layer in (1, 3):
+        moe.layers[layer].ffn.register_forward_hook(
+            lambda module, args, output, layer=layer: seen.__setitem__(layer, (args[0], output)))
+    tokens_BT = torch.randint(0, 257, (3, 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert not torch.allclose(moe(tokens_BT), dense(tokens_BT), atol=1e-3)  # not the dense model
+        for layer in (1, 3):
+            x_BTD, y_BTD = seen[layer]
+            probs_BTE = (x_BTD @ moe.layers[layer].ffn.gate.weight.T).softmax(dim=-1)
+            mass_BT1 = probs_BTE.topk(2, dim=-1).values.sum(dim=-1, keepdim=True)
+            assert mass_BT1.max() < 0.99  # the scaling is visible
+            torch.testing.assert_close(y_BTD, mass_BT1 * dense.layers[layer].ffn(x_BTD), atol=1e-5, rtol=0)
+
+
+def test_router_seed_is_recorded_and_determines_the_router(dense_run, tmp_path):
+    """The same --seed gives bitwise-equal routers, another seed different ones; upcycle.json logs it."""
+    gates = {}
+    for name, seed in (("a", 7), ("b", 7), ("c", 8)):
+        out = tmp_path / name
+        assert main(["upcycle", str(dense_run), "--out", str(out), "--experts", "2", "--top-k", "1",
+                     "--seed", str(seed)]) == 0
+        assert json.loads((out / "upcycle.json").read_text())["router_seed"] == seed
+        moe = load_file(str(checkpoint.latest(out) / "model.safetensors"))
+        gates[name] = [moe[f"layers.{layer}.ffn.gate.weight"] for layer in (1, 3)]
+    for a, b, c in zip(gates["a"], gates["b"], gates["c"], strict=True):
+        assert torch.equal(a, b)
+        assert not torch.equal(a, c)
 
 
 @pytest.mark.parametrize("args, needle", [
