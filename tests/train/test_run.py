@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from isoflop.cli.common import load_experiment
 from isoflop.train import checkpoint
@@ -58,18 +59,31 @@ def test_run_directory_contract(tmp_path, corpus_dir, cache_dir):
     assert saved["val_bpb"] == pytest.approx(saved["val_loss"] / 0.6931471805599453, rel=0.05)
 
 
-def test_resume_is_bit_exact(tmp_path, corpus_dir, cache_dir):
+MOE_SIGMOID = ["model.ffn.kind=moe", "model.ffn.experts=4", "model.ffn.expert_hidden=32",
+               "model.ffn.router.kind=sigmoid_bias", "model.ffn.router.bias_update_rate=0.05"]
+
+
+@pytest.mark.parametrize("model", [[], MOE_SIGMOID], ids=["dense", "moe_selection_bias"])
+def test_resume_is_bit_exact(tmp_path, corpus_dir, cache_dir, model):
+    """Also for an MoE whose selection bias (a buffer the optimizer does not hold) moves every step."""
     straight, resumed = tmp_path / "a", tmp_path / "b"
-    _train(straight, corpus_dir)
-    _train(resumed, corpus_dir, extra=["checkpoint.keep=3"])
+    _train(straight, corpus_dir, extra=model)
+    _train(resumed, corpus_dir, extra=["checkpoint.keep=3", *model])
     # As if killed after step 12 was logged but before its checkpoint: the newest checkpoint is step 8 and
     # metrics.jsonl runs past it (resume must drop those records and recompute them identically).
     shutil.rmtree(resumed / "checkpoints" / "step_0000012")
     (resumed / "run.json").unlink()
-    cfg = load_experiment("tiny", tiny_overrides(corpus_dir) + ["checkpoint.keep=3"])
+    cfg = load_experiment("tiny", tiny_overrides(corpus_dir) + ["checkpoint.keep=3", *model])
     with open(os.devnull, "w") as devnull:
         run_training(cfg, resumed, resume=True, stream=devnull)
     assert _metrics(resumed) == _metrics(straight)
+    if model:  # the routing itself: per-layer load stats of every step, and the final selection biases
+        routing = [[{k: v for k, v in json.loads(line).items() if ".ffn." in k}
+                    for line in (run / "metrics.jsonl").read_text().splitlines()] for run in (straight, resumed)]
+        assert routing[0] == routing[1] and any(routing[0])
+        final = [load_file(str(checkpoint.latest(run) / "model.safetensors")) for run in (straight, resumed)]
+        biases = [k for k in final[0] if k.endswith("selection_bias")]
+        assert biases and all(torch.equal(final[0][k], final[1][k]) for k in biases)
 
 
 def test_sigkill_at_any_moment_then_resume_matches(tmp_path, corpus_dir, cache_dir):

@@ -44,7 +44,8 @@ class SoftmaxTopK(RouterConfig):
     bias_update_rate: float = 0.0
     """> 0: add a per-expert bias to the probabilities for *selection only*, moved by sign(mean load - load) *
     rate after each optimizer step, as the sigmoid_bias router does. `isoflop expand` turns it on: new experts
-    start with bias -1 (never selected, so outputs on old data are unchanged) and enter as their bias rises."""
+    start with a bias 1 below the lowest old one (never selected, so outputs on old data are unchanged) and enter
+    as their bias rises."""
 
     def __post_init__(self) -> None:
         require(self.bias_update_rate >= 0, "bias_update_rate", f"must be >= 0, got {self.bias_update_rate}")
