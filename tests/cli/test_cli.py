@@ -53,6 +53,22 @@ def test_info_json_is_one_object(capsys):
     assert out["plan"]["steps"] > 0
 
 
+def _info(recipe: str, capsys: pytest.CaptureFixture[str]) -> dict:
+    assert main(["info", recipe, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_info_json_reports_conditional_compute_savings(capsys: pytest.CaptureFixture[str]) -> None:
+    """What `info` shows for the sparse recipes: moe-tiny's tokens pass through 2 of 8 experts, so its active
+    parameters are below its total; mod-tiny's routed blocks see 12.5 % of the tokens, so a token's training
+    FLOPs are below tiny's at the same seq_len. An info that printed total as active, or dense FLOPs, fails."""
+    moe = _info("moe-tiny", capsys)
+    assert moe["params"]["active"] < moe["params"]["total"]
+    mod, tiny = _info("mod-tiny", capsys), _info("tiny", capsys)
+    assert mod["flops_per_token"]["seq_len"] == tiny["flops_per_token"]["seq_len"]
+    assert mod["flops_per_token"]["training"] < tiny["flops_per_token"]["training"]
+
+
 def test_dry_run_prints_plan_and_writes_nothing(tmp_path, capsys):
     assert main(["train", "tiny", "--out", str(tmp_path / "r"), "--dry-run"]) == 0
     assert "tokens/step" in capsys.readouterr().out

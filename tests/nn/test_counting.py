@@ -10,6 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from isoflop.nn import attention as attention_module
 from isoflop.nn.config import ModelConfig
 from isoflop.nn.counting import flops_per_token, param_groups
+from isoflop.nn.moe_config import MoEFFN
 from isoflop.recipes import RECIPES
 
 SHAPES = [
@@ -104,3 +105,22 @@ def test_two_pass_rerope_and_head_projection_flops_within_2_percent(shape, monke
     two_pass_layers = {"rerope": 2, "leaky_rerope": 2}.get(shape.get("rope", {}).get("kind"), 0) \
         + (1 if "layout" in shape else 0)
     assert predicted.attention_forward - plain.attention_forward == two_pass_layers * 2 * T * cfg.d_model
+
+
+@pytest.mark.parametrize("experts, every, n_layers", [(4, 1, 2), (8, 2, 4)], ids=["every_block", "every_other"])
+def test_top1_moe_costs_a_dense_model_plus_exactly_its_routers(experts: int, every: int, n_layers: int) -> None:
+    """Iso-FLOP sanity: with top_k=1 and experts as wide as the dense MLP a token passes through one MLP either
+    way, so MoE minus dense is the router alone. Convention (module docstring): a matmul costs 2 FLOPs per
+    multiply-add and training is 3x forward, so the D x E router adds D * E matmul parameters, 2 * D * E forward
+    and 6 * D * E training FLOPs per token in each MoE layer, and nothing to attention."""
+    shape = dict(vocab_size=320, d_model=64, n_layers=n_layers, n_heads=4, n_kv_heads=2, ffn_hidden=96)
+    dense = ModelConfig(**shape)
+    moe = ModelConfig(**shape, ffn=MoEFFN(experts=experts, top_k=1, every=every, expert_hidden=96))
+    moe_layers = n_layers // every
+    D, E, T = 64, experts, 64
+    f_dense, f_moe = flops_per_token(dense, T), flops_per_token(moe, T)
+    assert f_moe.matmul_params - f_dense.matmul_params == moe_layers * D * E
+    assert f_moe.attention_forward == f_dense.attention_forward
+    assert f_moe.forward - f_dense.forward == moe_layers * 2 * D * E
+    assert f_moe.training - f_dense.training == moe_layers * 6 * D * E
+    assert param_groups(moe).active - param_groups(dense).active == moe_layers * D * E

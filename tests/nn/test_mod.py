@@ -17,9 +17,11 @@ from isoflop.nn.counting import flops_per_token, param_groups
 from isoflop.nn.mlp import SwiGLU
 from isoflop.nn.mod import RoutedBlock
 from isoflop.nn.mod_config import TopKMoD
+from isoflop.nn.moe_config import MoEFFN
 from isoflop.nn.rope import DefaultRope, ReRope
 from isoflop.nn.rotary import Rotary, apply_rotary
 from tests.nn.test_counting import _naive_sdpa
+from tests.nn.test_moe import _grouped_mm_flops
 
 D, N_HEADS, KV_HEADS, T = 32, 4, 2, 16
 
@@ -193,8 +195,6 @@ def test_counting_equals_built_model_and_flop_counter(capacity, monkeypatch):
 
 def test_staged_mode_at_full_capacity_with_r_one_equals_the_plain_moe_model():
     """Staged MoDE (reference §1.1): MoD routing around a block whose FFN is MoE; at C = 1, r = 1 it is MoE."""
-    from isoflop.nn.moe_config import MoEFFN
-
     shape = dict(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn=MoEFFN(experts=4, top_k=2))
     torch.manual_seed(0)
     mode = ModelConfig(**shape, mod=TopKMoD(capacity=1.0, every=2)).build()
@@ -208,6 +208,29 @@ def test_staged_mode_at_full_capacity_with_r_one_equals_the_plain_moe_model():
     tokens = torch.randint(0, 64, (2, T))
     torch.testing.assert_close(mode(tokens), moe(tokens), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(routed.block.ffn.aux_loss, moe.layers[1].ffn.aux_loss)
+
+
+@pytest.mark.parametrize("moe_every", [2, 1], ids=["mode_tiny_layout", "moe_in_every_block"])
+def test_staged_mode_counting_equals_built_model_and_flop_counter(moe_every: int,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Staged MoDE as `mode-tiny` builds it (TopKMoD every=2 around MoEFFN blocks): a routed block's experts see
+    only its k tokens, so counting scales the MoE's active FLOPs (router included) by k/T like the rest of the
+    block; counting all experts, or the MoE at full T, would miss the flop counter by 20 % or more here. The
+    ~1 % left is the stop-gradient predictor, whose backward costs less than the counted 2x forward."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=128, d_model=64, n_layers=4, n_heads=4, n_kv_heads=2, ffn_hidden=128,
+                      ffn=MoEFFN(experts=4, top_k=2, every=moe_every), mod=TopKMoD(capacity=0.25, every=2))
+    model = cfg.build()
+    assert param_groups(cfg).total == sum(p.numel() for p in model.parameters())
+    B, L = 2, 32
+    tokens = torch.randint(0, cfg.vocab_size, (B, L + 1))
+    monkeypatch.setattr(attention_module.F, "scaled_dot_product_attention", _naive_sdpa)
+    with FlopCounterMode(display=False, custom_mapping={torch.ops.aten._grouped_mm: _grouped_mm_flops}) as counter:
+        logits = model(tokens[:, :-1])
+        (F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten()) + model.aux_loss()).backward()
+    measured = counter.get_total_flops() / (B * L)
+    predicted = flops_per_token(cfg, L).training
+    assert abs(measured - predicted) / measured < 0.02, (measured, predicted)
 
 
 def test_static_shapes_compile_once_without_graph_breaks():

@@ -300,6 +300,27 @@ def test_training_flops_within_2_percent_of_flop_counter(ffn, grouped, monkeypat
     assert abs(measured - predicted) / measured < 0.02, (measured, predicted)
 
 
+@pytest.mark.parametrize("ffn", [MoEFFN(experts=4, top_k=2, router=ExpertChoice(capacity=1.0)),
+                                 MoEFFN(experts=4, noop_experts=1, router=ExpertChoice(capacity=3.0))],
+                         ids=["capacity_1", "capacity_3_noop"])
+def test_expert_choice_training_flops_within_2_percent_of_flop_counter(
+        ffn: MoEFFN, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Expert choice: each expert takes exactly k = N * c / E tokens (N * c / E whole here), so a token meets
+    c * (E - no-op) / E real experts on average, as counted; capacity != top_k, so counting by top_k fails."""
+    monkeypatch.setattr(attention_module.F, "scaled_dot_product_attention", _naive_sdpa)
+    torch.manual_seed(9)
+    cfg = _model_cfg(ffn, vocab_size=128, d_model=64, n_heads=4, ffn_hidden=64)
+    model = cfg.build()
+    B, T = 2, 32
+    tokens = torch.randint(0, cfg.vocab_size, (B, T + 1))
+    with FlopCounterMode(display=False, custom_mapping={torch.ops.aten._grouped_mm: _grouped_mm_flops}) as counter:
+        logits = model(tokens[:, :-1])
+        F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten()).backward()
+    measured = counter.get_total_flops() / (B * T)
+    predicted = flops_per_token(cfg, T).training
+    assert abs(measured - predicted) / measured < 0.02, (measured, predicted)
+
+
 def test_training_run_logs_aux_loss_and_load(tmp_path, corpus_dir, cache_dir):
     from isoflop.cli.common import load_experiment
     from isoflop.train.run import run_training
