@@ -75,6 +75,9 @@ def test_smoke_report_end_to_end(tmp_path, cache_dir, capsys, study):
             assert abs(row["flops"] - dense["flops"]) <= row["flops"] / row["steps"]
             assert row["s_per_step"] == pytest.approx(row["wall_s"] / row["steps"])
         assert all(len(c["val_loss"]) >= 2 for c in results["data"]["curves"].values())
+        routed = [r["val_loss_causal"] is not None and 0 <= r["predictor_accuracy"] <= 1 for r in results["rows"]]
+        assert routed == [False, False, True, True]  # dense and MoE route no depth; MoD and MoDE sample causally
+        assert sum("causal predictor" in f for f in results["findings"]) == 2
     elif study == "sign-optimizer-embeddings":
         assert results["data"]["rare_count_train"] == 1
         for row in results["rows"]:  # the table's final value is the last point of the traced curve

@@ -31,6 +31,11 @@ def test_trainer_logs_routing_stats_and_sample_uses_the_causal_rule(tmp_path, co
     assert last["1.selected_fraction"] == pytest.approx(4 / 32)
     assert 0.0 <= last["1.predictor_accuracy"] <= 1.0 and "1.router_accuracy" in last
     assert last["aux_loss"] > 0  # the predictor's BCE
+    # each evaluation also scores the causal rule; different routing, different loss, and the switch is undone
+    # (a second evaluation still scores top-k routing first)
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert len(evals) >= 2 and all(r["val_loss_causal"] != r["val_loss"] for r in evals)
+    assert json.loads((run / "run.json").read_text())["val_loss_causal"] == evals[-1]["val_loss_causal"]
     capsys.readouterr()
     args = ["sample", str(run), "--prompt", "def ", "--max-new-tokens", "12", "--temperature", "0"]
     assert main(args) == 0

@@ -54,6 +54,7 @@ def test_run_directory_contract(tmp_path, corpus_dir, cache_dir):
                 "wall_time_s"):
         assert key in saved
     assert saved["D_tokens"] == 12 * 8 * 32
+    assert "val_loss_causal" not in saved  # a dense model routes nothing
     assert saved["flops"] == saved["D_tokens"] * saved["flops_per_token"]
     # byte tokenizer: bits per byte is the loss in bits, up to end-of-text tokens (0 bytes, still scored)
     assert saved["val_bpb"] == pytest.approx(saved["val_loss"] / 0.6931471805599453, rel=0.05)

@@ -129,11 +129,24 @@ def _train(cfg: ExperimentConfig, plan: RunPlan, data: PreparedData, out: Path, 
             if tensorboard:
                 tensorboard.write(entry)
 
+    # a model whose training routing differs from its sampling routing (MoD with a predictor or router BCE) is
+    # also scored with the causal rule: val_loss_causal
+    samples_causally = raw_model.non_causal_reason() is None and any(
+        hasattr(m, "causal_routing") for m in raw_model.modules())
+
     def run_eval(step: int) -> dict[str, Any]:
         batches = val_batches(data.tokens("val"), plan.seq_len, plan.micro_batch, cfg.eval.batches)
         eval_model = model if t.parallel == "fsdp" else raw_model  # FSDP's forward is collective
         result = {"kind": "eval", "step": step,
                   **evaluate(eval_model, batches, token_bytes_V, device=ctx.device, precision=t.precision)}
+        if samples_causally:  # the rule sampling uses (MoD's predictor): what the model is worth at inference
+            raw_model.use_causal_routing(True)
+            try:
+                batches = val_batches(data.tokens("val"), plan.seq_len, plan.micro_batch, cfg.eval.batches)
+                r = evaluate(eval_model, batches, token_bytes_V, device=ctx.device, precision=t.precision)
+            finally:
+                raw_model.use_causal_routing(False)
+            result["val_loss_causal"], result["val_bpb_causal"] = r["val_loss"], r["val_bpb"]
         for name, (tokens, bytes_V) in also.items():
             r = evaluate(eval_model, val_batches(tokens, plan.seq_len, plan.micro_batch, cfg.eval.batches), bytes_V,
                          device=ctx.device, precision=t.precision)
@@ -141,6 +154,7 @@ def _train(cfg: ExperimentConfig, plan: RunPlan, data: PreparedData, out: Path, 
         record(result)
         if console:
             console.message(f"step {step}: val loss {result['val_loss']:.4f}, {result['val_bpb']:.4f} bits/byte"
+                            + (f", causal routing {result['val_loss_causal']:.4f}" if samples_causally else "")
                             + "".join(f", {name} {result[f'val_loss@{name}']:.4f}" for name in also))
         return result
 
@@ -224,6 +238,7 @@ def run_record(cfg: ExperimentConfig, plan: RunPlan, data: PreparedData, final: 
         "N_embedding": groups.embedding, "D_tokens": plan.tokens, "D_bytes": round(plan.tokens * bytes_per_token),
         "flops": plan.flops, "flops_per_token": plan.flops_per_token, "steps": plan.steps,
         "seq_len": plan.seq_len, "val_loss": final["val_loss"], "val_bpb": final["val_bpb"],
+        **{k: final[k] for k in ("val_loss_causal", "val_bpb_causal") if k in final},
         "wall_time_s": wall_s, "world_size": ctx.world_size, "device": str(ctx.device.type),
         "tokenizer": data.meta["tokenizer"]["kind"], "vocab_size": data.tokenizer.vocab_size,
         "torch": torch.__version__,

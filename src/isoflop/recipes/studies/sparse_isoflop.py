@@ -89,15 +89,20 @@ class SparseIsoflop(Study):
             run = run_dirs[name]
             cfg, record = load_config(run), run_record(run)
             per_step = flops_per_step(cfg)
-            elapsed = {r["step"]: r["elapsed_s"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
-                       if r.get("kind") == "train"}
+            trains = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+                      if r.get("kind") == "train"]
+            elapsed = {r["step"]: r["elapsed_s"] for r in trains}
+            accuracy = [v for k, v in trains[-1].items() if k.endswith(".predictor_accuracy")]
             evals = [e for e in eval_records(run) if e["step"] in elapsed]
             curves[name] = {"flops": [e["step"] * per_step for e in evals], "seconds": [elapsed[e["step"]] for e in evals],
                             "val_loss": [e["val_loss"] for e in evals]}
             rows.append({"variant": LABELS[name], "steps": record["steps"], "tokens": record["D_tokens"],
                          "flops": record["flops"], "flops_per_token": record["flops_per_token"],
                          "wall_s": record["wall_time_s"], "s_per_step": record["wall_time_s"] / record["steps"],
-                         "val_loss": record["val_loss"], "val_bpb": record["val_bpb"]})
+                         "val_loss": record["val_loss"], "val_bpb": record["val_bpb"],
+                         "val_loss_causal": record.get("val_loss_causal"),
+                         "predictor_accuracy": sum(accuracy) / len(accuracy) if accuracy else None,
+                         "capacity": getattr(cfg.model.mod, "capacity", None)})
         for row in rows:
             row["delta_vs_dense"] = row["val_loss"] - rows[0]["val_loss"]
         setting = (f"{'SMOKE (seconds-long, not a measurement): ' if smoke else ''}the `tiny`, `moe-tiny`, `mod-tiny` "
@@ -116,7 +121,9 @@ class SparseIsoflop(Study):
                         {"key": "s_per_step", "label": "s/step", "format": ".3f"},
                         {"key": "val_loss", "label": "final val loss", "format": ".4f"},
                         {"key": "delta_vs_dense", "label": "vs dense", "format": "+.4f"},
-                        {"key": "val_bpb", "label": "bits/byte", "format": ".4f"}],
+                        {"key": "val_bpb", "label": "bits/byte", "format": ".4f"},
+                        {"key": "val_loss_causal", "label": "val loss, causal routing", "format": ".4f"},
+                        {"key": "predictor_accuracy", "label": "predictor accuracy", "format": ".3f"}],
             "rows": rows,
             "plot": {"title": "sparse-isoflop: equal training FLOPs", "panels": [
                 {"title": "validation loss against training FLOPs", "xlabel": "training FLOPs",
@@ -143,6 +150,13 @@ def findings(rows: list[dict[str, Any]]) -> list[str]:
                + f": equal active FLOPs per token, {moe['val_loss'] - dense['val_loss']:+.4f} nats, "
                f"{moe['wall_s'] / dense['wall_s']:.2f}x dense's wall time.")
     out.append(f"Staged MoDE: {mode['delta_vs_dense']:+.4f} nats against dense at equal FLOPs.")
+    for r in (mod, mode):
+        if r["val_loss_causal"] is not None and r["predictor_accuracy"] is not None:
+            out.append(f"{r['variant']} sampled with its causal predictor (what `isoflop sample` uses) scores "
+                       f"{r['val_loss_causal']:.4f}, {r['val_loss_causal'] - r['val_loss']:+.4f} nats from its top-k "
+                       f"routing ({r['val_loss_causal'] - dense['val_loss']:+.4f} against dense); the predictor "
+                       f"agrees with top-k on {r['predictor_accuracy']:.1%} of tokens in the last logged step, against "
+                       f"{1 - r['capacity']:.1%} for always guessing 'not routed' (Raposo et al. report 97 %).")
     out.append("One seed per run. Two runs of `mod-tiny` with one config and seed ended 0.013 nats apart (float noise "
                f"on the CPU grows over the run; LOG.md), so differences under {NOISE_NATS} nats are read as ties: "
                "rerun with `--set train.seed=N` into another DIR to tell them apart.")
