@@ -1,5 +1,5 @@
-"""Mixture of Depths end to end: the trainer logs routing stats; `isoflop sample` switches to the causal rule,
-and refuses (exit 2, one line) a MoD run that has none."""
+"""Mixture of Depths end to end: the trainer logs routing stats and scores the causal rule; `isoflop sample` and
+`isoflop eval --causal-routing` switch to the causal rule, and refuse (exit 2, one line) a MoD run that has none."""
 
 from __future__ import annotations
 
@@ -37,6 +37,10 @@ def test_trainer_logs_routing_stats_and_sample_uses_the_causal_rule(tmp_path, co
     assert len(evals) >= 2 and all(r["val_loss_causal"] != r["val_loss"] for r in evals)
     assert json.loads((run / "run.json").read_text())["val_loss_causal"] == evals[-1]["val_loss_causal"]
     capsys.readouterr()
+    for flag, key in (([], "val_loss"), (["--causal-routing"], "val_loss_causal")):  # `eval` agrees with training's
+        assert main(["eval", str(run), "--json", *flag]) == 0
+        assert json.loads(capsys.readouterr().out)["val_loss"] == pytest.approx(evals[-1][key], rel=1e-6)
+    capsys.readouterr()
     args = ["sample", str(run), "--prompt", "def ", "--max-new-tokens", "12", "--temperature", "0"]
     assert main(args) == 0
     cached = capsys.readouterr().out
@@ -53,3 +57,6 @@ def test_sample_refuses_mod_without_a_causal_rule(tmp_path, corpus_dir, cache_di
     assert out == ""
     assert len(err.strip().splitlines()) == 1
     assert "model.mod has neither a predictor nor aux_bce_weight > 0" in err
+    assert main(["eval", str(run), "--causal-routing"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--causal-routing" in err

@@ -22,6 +22,8 @@ def add_eval_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override the run's config for evaluation, e.g. --set model.rope.kind=yarn "
                              "--set model.rope.factor=8 (repeatable)")
+    parser.add_argument("--causal-routing", action="store_true",
+                        help="route as sampling does (MoD's predictor or router BCE) instead of training's top-k")
 
 
 def parse_seq_lens(text: str) -> list[int]:
@@ -47,6 +49,11 @@ def eval_run(args: argparse.Namespace) -> int:
     seq_lens = parse_seq_lens(args.seq_len) if args.seq_len is not None else None
     step = int(checkpoint_path(run, args.step).name.split("_")[1])
     model = load_model(run, device=args.device, step=step, overrides=args.overrides)
+    if args.causal_routing:
+        reason = model.non_causal_reason()
+        if reason or not any(hasattr(m, "causal_routing") for m in model.modules()):
+            raise ConfigError("--causal-routing", reason or f"{run}'s model has no routing to make causal (no MoD)")
+        model.use_causal_routing(True)
     tokenizer = load_tokenizer(run)
     data = prepare(cfg.data)
     n_batches = args.batches or cfg.eval.batches
@@ -59,12 +66,12 @@ def eval_run(args: argparse.Namespace) -> int:
     batches = val_batches(data.tokens("val"), cfg.data.seq_len, micro, n_batches)
     result = evaluate(model, batches, token_bytes(tokenizer, cfg.model_config.vocab_size, data.byte_share("val")),
                       device=torch.device(args.device), precision="fp32")
-    result = {"run": str(run), "step": step, **result}
+    result = {"run": str(run), "step": step, **({"routing": "causal"} if args.causal_routing else {}), **result}
     if args.json:
         print_json(result)
     else:
-        print(f"{run} step {step}: val loss {result['val_loss']:.4f}, {result['val_bpb']:.4f} bits/byte "
-              f"over {result['val_tokens']:,} tokens")
+        print(f"{run} step {step}{' (causal routing)' if args.causal_routing else ''}: val loss "
+              f"{result['val_loss']:.4f}, {result['val_bpb']:.4f} bits/byte over {result['val_tokens']:,} tokens")
     return 0
 
 
