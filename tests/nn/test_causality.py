@@ -90,3 +90,29 @@ def test_cached_greedy_decode_equals_full_recompute(mod, ffn):
 def test_mod_without_causal_rule_reports_why():
     model = _model(TopKMoD(predictor=False, aux_bce_weight=0.0))
     assert "cannot sample" in model.non_causal_reason()
+
+
+def test_routed_blocks_cache_only_their_routed_tokens():
+    """Reference §6.4.7: with a KV cache a routed block keeps keys and values of the tokens its causal rule
+    routes, per sequence, and no others; the counts come from one full forward of the same tokens."""
+    from isoflop.nn.mod import RoutedBlock
+
+    model = _model(CAUSAL_RULES[0])
+    model.use_causal_routing(True)
+    tokens_BT = torch.randint(0, V, (3, T), generator=torch.Generator().manual_seed(3))
+    routed = [m for m in model.modules() if isinstance(m, RoutedBlock)]
+    counts: dict[int, list[int]] = {}
+    hooks = [block.register_forward_pre_hook(
+        lambda module, args, i=i: counts.__setitem__(i, module.routed_causally(
+            args[0], module.router(args[0]).squeeze(-1)).sum(dim=1).tolist())) for i, block in enumerate(routed)]
+    with torch.no_grad():
+        model(tokens_BT)
+        for hook in hooks:
+            hook.remove()
+        cache = model.new_cache(3, T)
+        model(tokens_BT[:, :5], cache)
+        for t in range(5, T):
+            model(tokens_BT[:, t:t + 1], cache)
+    for i, block in enumerate(routed):
+        assert [c.length for c in block._decode_caches[cache]] == counts[i]
+        assert all(0 < n < T for n in counts[i])  # compact: some tokens routed, not all

@@ -8,6 +8,9 @@ come from hf.py; this module adds the MoE blocks and picks the class (`hf_archit
     moe, any other softmax_topk (every > 1, shared experts, no renorm) -> Qwen2MoeForCausalLM
     expert_choice, sigmoid_bias, noop experts, capacity_factor, MoD    -> refused: no HF class computes them
 
+Qwen3-MoE is not a target: its attention always RMS-normalises q and k per head, which ours does not, and no
+norm weight makes that an identity, so its logits could not equal ours; Qwen2-MoE holds the same MoE layouts.
+
 What Qwen2-MoE always computes, held exactly:
   - it always has a shared expert: without ours it gets width 0 (`shared_expert_intermediate_size = 0`),
     whose output is exactly zero (an empty matmul) whatever its gate;
