@@ -13,14 +13,8 @@ import numpy as np
 import pytest
 
 from isoflop.science import optimize
-from isoflop.science.fit import (
-    KEYS,
-    Objective,
-    bootstrap,
-    fit_chinchilla,
-    hoffmann_grid,
-    prepare,
-)
+from isoflop.science.bootstrap import KEYS, bootstrap
+from isoflop.science.fit import Objective, fit_chinchilla, hoffmann_grid, prepare
 from isoflop.science.laws import PRESETS, ChinchillaLaw
 from isoflop.science.records import load_records
 

@@ -11,7 +11,15 @@ import pytest
 from isoflop.nn.config import ModelConfig
 from isoflop.nn.counting import param_groups
 from isoflop.science import plan as P
+from isoflop.science.data_constrained import (
+    MUENNIGHOFF_R_D_STAR,
+    MUENNIGHOFF_R_N_STAR,
+    data_constrained,
+    muennighoff_law,
+)
+from isoflop.science.inference_plan import inference_aware
 from isoflop.science.laws import PRESETS, ChinchillaLaw, MuennighoffLaw
+from isoflop.science.overhead import overhead_table
 from isoflop.science.shape import model_shape
 
 CHINCHILLA_C = 5.88e23  # 6 * 70e9 * 1.4e12
@@ -56,7 +64,7 @@ def test_kaplan_numeric_optimum_matches_closed_form():
         assert plan.N_opt == pytest.approx(expected, rel=1e-6)
         assert abs(6 * plan.N_opt * plan.D_opt / C - 1) <= 1e-12
     with pytest.raises(ValueError, match="Chinchilla form"):
-        P.overhead_table(law, 1e22)
+        overhead_table(law, 1e22)
 
 
 def test_flops_from_gpu_hours():
@@ -76,7 +84,7 @@ def test_flops_from_gpu_hours():
 def test_inference_aware_worked_example():
     """Reference §4.3 and §6 check 8: N* = 2.418e10, D* = 2.657e12 (± 0.1 %); 70.96 % / 146.77 % / 95.22 %."""
     assert SARDANA.loss(70e9, 1e12) == pytest.approx(1.947, abs=5e-4)
-    out = P.inference_aware(SARDANA, 1.947, 2e12).to_dict()
+    out = inference_aware(SARDANA, 1.947, 2e12).to_dict()
     assert out["N"] == pytest.approx(2.418e10, rel=1e-3)
     assert out["D"] == pytest.approx(2.657e12, rel=1e-3)
     assert 100 * out["N_ratio"] == pytest.approx(70.96, abs=0.05)
@@ -88,7 +96,7 @@ def test_inference_aware_worked_example():
 
 
 def test_inference_aware_minimises_lifetime_flops_on_the_iso_loss_curve():
-    plan = P.inference_aware(SARDANA, 1.947, 2e12)
+    plan = inference_aware(SARDANA, 1.947, 2e12)
     E, A, B, alpha, beta = P.chinchilla_params(SARDANA)
     for k in (0.95, 1.05):  # move along L(N, D) = 1.947
         D = k * plan.D
@@ -97,13 +105,13 @@ def test_inference_aware_minimises_lifetime_flops_on_the_iso_loss_curve():
 
 
 def test_inference_free_limit_is_chinchilla_inverse():
-    out = P.inference_aware(SARDANA, 1.947, 0.0)
+    out = inference_aware(SARDANA, 1.947, 0.0)
     assert out.N == pytest.approx(3.408e10, rel=1e-3) and out.D == pytest.approx(1.81e12, rel=1e-3)
     # the Chinchilla-optimal point at that loss is the compute-optimal plan of its own budget
     plan = P.compute_optimal(SARDANA, 6 * out.N * out.D)
     assert plan.N_opt == pytest.approx(out.N, rel=1e-9) and plan.loss == pytest.approx(1.947, abs=1e-9)
     with pytest.raises(ValueError, match="irreducible"):
-        P.inference_aware(SARDANA, 1.6, 1e12)
+        inference_aware(SARDANA, 1.6, 1e12)
 
 
 def test_chinchilla_optimal_30b():
@@ -122,7 +130,7 @@ def test_data_constrained_readme_losses_and_allocation():
     law = PRESETS["muennighoff"]
     assert law.loss(6.34e9, 25e9, D_total=242e9) == pytest.approx(2.2256440890, abs=1e-9)
     assert law.loss(8.67e9, 25e9, D_total=178e9) == pytest.approx(2.2269634075, abs=1e-9)
-    out = P.data_constrained(law, 1e22, 25e9).to_dict()
+    out = data_constrained(law, 1e22, 25e9).to_dict()
     assert out["D"] == pytest.approx(2.373e11, rel=5e-3)
     assert out["N"] == pytest.approx(7.022e9, rel=5e-3)
     assert out["epochs"] == pytest.approx(9.493, rel=5e-3)
@@ -139,11 +147,11 @@ def test_effective_data_fractions():
 
 def test_plentiful_data_gives_the_chinchilla_plan_and_chinchilla_laws_borrow_decay_constants():
     for name in ("muennighoff", "epoch"):
-        out = P.data_constrained(PRESETS[name], 1e21, 1e15)
+        out = data_constrained(PRESETS[name], 1e21, 1e15)
         plan = P.compute_optimal(PRESETS[name], 1e21)
         assert out.N == pytest.approx(plan.N_opt, rel=1e-4) and out.loss == pytest.approx(plan.loss, abs=1e-9)
-    borrowed = P.muennighoff_law(PRESETS["epoch"])
-    assert (borrowed.R_D_star, borrowed.R_N_star) == (P.MUENNIGHOFF_R_D_STAR, P.MUENNIGHOFF_R_N_STAR)
+    borrowed = muennighoff_law(PRESETS["epoch"])
+    assert (borrowed.R_D_star, borrowed.R_N_star) == (MUENNIGHOFF_R_D_STAR, MUENNIGHOFF_R_N_STAR)
     assert borrowed.base == PRESETS["epoch"]
 
 
@@ -157,7 +165,7 @@ def test_plentiful_data_gives_the_chinchilla_plan_and_chinchilla_laws_borrow_dec
 def test_overhead_table(name, expected, k_min):
     """Reference §4.3 table and §6 check 10 (Hoffmann rounded, k_N = 0.5: k_D = 2.416, overhead 20.8 %)."""
     law = PRESETS[name]
-    table = P.overhead_table(law, 1e23, [*expected, 1.0, 0.05])
+    table = overhead_table(law, 1e23, [*expected, 1.0, 0.05])
     rows = {row.k_N: row for row in table["rows"]}
     for k, percent in expected.items():
         assert 100 * rows[k].overhead == pytest.approx(percent, abs=0.1)

@@ -61,7 +61,8 @@ def fit(args: argparse.Namespace) -> int:
 
 
 def _approach3(records, args, budgets) -> dict:
-    from isoflop.science.fit import bootstrap, fit_chinchilla
+    from isoflop.science.bootstrap import bootstrap
+    from isoflop.science.fit import fit_chinchilla
 
     if len(records.L) - args.drop_highest < 5:
         raise ConfigError("DATA", f"approach 3 fits 5 parameters: {len(records.L) - args.drop_highest} points "

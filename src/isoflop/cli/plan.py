@@ -136,6 +136,9 @@ def _law_dict(law: Any, name: str) -> dict[str, Any]:
 
 def plan(args: argparse.Namespace) -> int:
     from isoflop.science import plan as P
+    from isoflop.science.data_constrained import data_constrained
+    from isoflop.science.inference_plan import inference_aware
+    from isoflop.science.overhead import DEFAULT_K_N, overhead_table
 
     C, budget = _budget(args)
     if (args.inference_tokens is None) != (args.loss is None):
@@ -168,12 +171,12 @@ def plan(args: argparse.Namespace) -> int:
     if uncertainty is not None:
         out["intervals"] = P.budget_intervals(law, C, uncertainty, level=args.level)
     if args.inference_tokens is not None:
-        out["inference_aware"] = _section("--loss", lambda: P.inference_aware(law, args.loss, args.inference_tokens))
+        out["inference_aware"] = _section("--loss", lambda: inference_aware(law, args.loss, args.inference_tokens))
     if args.unique_tokens is not None:
         out["data_constrained"] = _section("--unique-tokens",
-                                           lambda: P.data_constrained(law, C, args.unique_tokens))
+                                           lambda: data_constrained(law, C, args.unique_tokens))
     if args.overhead is not None:
-        table = _section("--overhead", lambda: P.overhead_table(law, C, k_values or P.DEFAULT_K_N))
+        table = _section("--overhead", lambda: overhead_table(law, C, k_values or DEFAULT_K_N))
         out["overhead"] = {**table, "rows": [row.to_dict() for row in table["rows"]]}
     if args.shape:
         from isoflop.science.shape import model_shape

@@ -1,4 +1,4 @@
-"""Chinchilla Approach 3: fit L(N, D) = E + A/N^α + B/D^β to training runs, with bootstrap intervals.
+"""Chinchilla Approach 3: fit L(N, D) = E + A/N^α + B/D^β to training runs (bootstrap intervals: bootstrap.py).
 
 The procedure is Hoffmann et al. 2022 (arXiv 2203.15556, App. D.2) as corrected by Besiroglu et al. 2024
 (Epoch AI, arXiv 2404.10102; reference §2.2): in log space, with θ = [a, b, e, α, β] and A, B, E = exp(a, b, e),
@@ -295,7 +295,7 @@ def fit_chinchilla(N: Any, D: Any, L: Any, *, loss: str = "huber", delta: float 
     if loss not in LOSSES:
         raise ValueError(f"loss: unknown {loss!r}; choose from {', '.join(LOSSES)}")
     N, D, L = prepare(N, D, L, drop_highest)
-    obj = _objective(N, D, L, loss, delta, reduction, scale, weight)
+    obj = make_objective(N, D, L, loss, delta, reduction, scale, weight)
     x0 = _starts(starts)
     # stage 1: every start, moderate tolerances (the basin is what matters here)
     if fast:
@@ -309,7 +309,7 @@ def fit_chinchilla(N: Any, D: Any, L: Any, *, loss: str = "huber", delta: float 
         raise ValueError("the objective is not finite at any start; check the data")
     top = top[np.isfinite(f1[top])]
     # stage 2: polish the best few to rounding level, shrinking the smoothing for non-smooth losses
-    res, newton_len, stage_obj, its = _polish(obj, grid.x[top], max_iter)
+    res, newton_len, stage_obj, its = polish(obj, grid.x[top], max_iter)
     f_exact = obj.exact(res.x)
     best = int(np.argmin(np.where(np.isfinite(f_exact), f_exact, np.inf)))
     theta = res.x[best]
@@ -318,7 +318,7 @@ def fit_chinchilla(N: Any, D: Any, L: Any, *, loss: str = "huber", delta: float 
     condition = float(lam[-1] / lam[0]) if lam[0] > 0 else math.inf
     step = float(newton_len[best])
     limit = SUCCESS_STEP * (1.0 + float(np.max(np.abs(theta))))
-    success = bool(np.isfinite(f_exact[best]) and _converged(res.x, newton_len)[best])
+    success = bool(np.isfinite(f_exact[best]) and converged(res.x, newton_len)[best])
     if success:
         message = f"converged: Newton step {step:.1e} <= {limit:.1e} (scale-free), Hessian positive definite"
     elif not np.isfinite(step):
@@ -336,7 +336,7 @@ def fit_chinchilla(N: Any, D: Any, L: Any, *, loss: str = "huber", delta: float 
         newton_step=step, loss=loss, delta=delta, n_starts=len(x0), n_near_best=n_near_best, law=law)
 
 
-def _objective(N, D, L, loss, delta, reduction, scale, weight, counts=None) -> Objective:
+def make_objective(N, D, L, loss, delta, reduction, scale, weight, counts=None) -> Objective:
     if reduction is None:
         reduction = "mean" if loss == "asymmetric" else "sum"
     if reduction not in ("sum", "mean"):
@@ -362,12 +362,12 @@ def _starts(starts) -> np.ndarray:
     return x0
 
 
-def _converged(x: np.ndarray, newton_len: np.ndarray) -> np.ndarray:
+def converged(x: np.ndarray, newton_len: np.ndarray) -> np.ndarray:
     """The scale-free verdict per row: the Newton step left is below SUCCESS_STEP·(1 + |θ|∞), H is PD."""
     return newton_len <= SUCCESS_STEP * (1.0 + np.max(np.abs(x), axis=1))
 
 
-def _polish(obj: Objective, x: np.ndarray, max_iter: int):
+def polish(obj: Objective, x: np.ndarray, max_iter: int):
     """Tight L-BFGS then Newton on each row, once for huber, per smoothing stage for the non-smooth losses.
 
     Returns the Newton result, the final Newton step lengths, the last stage's objective and the iterations.
@@ -384,100 +384,3 @@ def _polish(obj: Objective, x: np.ndarray, max_iter: int):
         x = res.x
         its += lb.iterations + res.iterations
     return res, newton_len, stage, its
-
-
-# ----------------------------------------------------------------------------- bootstrap
-
-KEYS = ("E", "A", "B", "alpha", "beta", "a", "b", "G")
-"""The quantities a bootstrap reports, keyed as in ChinchillaFit.to_dict()."""
-
-
-@dataclass(frozen=True, eq=False)
-class BootstrapResult:
-    """Bootstrap over runs (resampled with replacement, refitted): standard errors and percentile intervals.
-
-    `se` and `ci` are keyed like the fit (KEYS); `tokens_per_param` holds D_opt/N_opt at each budget, keyed
-    by the budget written as `f"{C:.3g}"`, with the full fit's estimate, the bootstrap median, se and ci.
-    """
-
-    n: int
-    seed: int
-    level: float
-    n_failed: int
-    """Resamples whose refit did not pass the convergence test; they are left out of every statistic."""
-    estimate: ChinchillaFit
-    se: dict[str, float]
-    ci: dict[str, tuple[float, float]]
-    budgets: tuple[float, ...]
-    tokens_per_param: dict[str, dict[str, Any]]
-    samples: np.ndarray
-    """(n − n_failed, len(KEYS)) refitted values, columns in KEYS order."""
-    theta: np.ndarray
-    """(n − n_failed, 5) refitted log-space [a, b, e, α, β]."""
-
-    @property
-    def cov_log(self) -> np.ndarray:
-        """Covariance of the refitted log-space parameters (Epoch's basis for multivariate-normal bands)."""
-        return np.cov(self.theta, rowvar=False)
-
-    def to_dict(self, samples: bool = False) -> dict[str, Any]:
-        """JSON-ready summary; with `samples`, also the refitted E, A, B, alpha, beta as lists (for `plan --fit`)."""
-        out = {"n": self.n, "seed": self.seed, "level": self.level, "n_failed": self.n_failed,
-               "se": dict(self.se), "ci": {k: list(v) for k, v in self.ci.items()},
-               "tokens_per_param": {k: {**v, "ci": list(v["ci"])} for k, v in self.tokens_per_param.items()}}
-        if samples:
-            out["samples"] = {k: self.samples[:, j].tolist() for j, k in enumerate(KEYS[:5])}
-        return out
-
-
-def bootstrap(N: Any, D: Any, L: Any, n: int = 1000, seed: int = 0,
-              budgets: Sequence[float] = (1e21, 5.88e23, 1e25), *, fit: ChinchillaFit | None = None,
-              start: ChinchillaLaw | None = None, loss: str = "huber", delta: float = 1e-3,
-              drop_highest: int = 0, reduction: str | None = None, scale: float = 1.0, weight: float = 10.0,
-              level: float = 0.95, max_iter: int = 1000, legacy_rng: bool = False) -> BootstrapResult:
-    """Resample the runs n times with replacement and refit each resample (Epoch's procedure, reference §2.2).
-
-    All resamples are refitted together as one batch (a resample is a row of point multiplicities), each
-    starting from the full fit (`fit`, computed here if not given) or from `start` (Epoch started every
-    refit from Hoffmann's TeX parameters). `legacy_rng` draws as Epoch's notebook does: numpy's legacy
-    RandomState(seed).choice(n_points, n_points) per resample. Percentile intervals cover `level`.
-    """
-    if int(n) != n or n < 2:
-        raise ValueError(f"n: need at least 2 resamples, got {n!r}")
-    if not 0 < level < 1:
-        raise ValueError(f"level: must be in (0, 1), got {level!r}")
-    N, D, L = prepare(N, D, L, drop_highest)
-    if fit is None:
-        fit = fit_chinchilla(N, D, L, loss=loss, delta=delta, reduction=reduction, scale=scale, weight=weight)
-    m = len(L)
-    if legacy_rng:
-        rs = np.random.RandomState(seed)
-        idx = np.stack([rs.choice(m, m) for _ in range(int(n))])
-    else:
-        idx = np.random.default_rng(seed).integers(0, m, size=(int(n), m))
-    counts = np.zeros((int(n), m))
-    np.add.at(counts, (np.arange(int(n))[:, None], idx), 1.0)
-    obj = _objective(N, D, L, loss, delta, reduction, scale, weight, counts=counts)
-    x0 = np.tile(np.asarray(start.theta if start is not None else fit.theta), (int(n), 1))
-    res, newton_len, _, _ = _polish(obj, x0, max_iter)
-    ok = _converged(res.x, newton_len) & np.isfinite(res.f)
-    if ok.sum() < 2:
-        raise ValueError(f"bootstrap: only {int(ok.sum())} of {int(n)} refits converged")
-    theta = res.x[ok]
-    laws = ChinchillaLaw.from_log(*theta.T)  # broadcasts: numpy arrays in every field
-    samples = np.stack([np.asarray(getattr(laws, k), dtype=float) for k in KEYS], axis=1)
-    lo_q, hi_q = 50 * (1 - level), 50 * (1 + level)
-    se = {k: float(np.std(samples[:, j], ddof=1)) for j, k in enumerate(KEYS)}
-    ci = {k: (float(np.percentile(samples[:, j], lo_q)), float(np.percentile(samples[:, j], hi_q)))
-          for j, k in enumerate(KEYS)}
-    per_budget = {}
-    for C in budgets:
-        r = np.asarray(laws.tokens_per_param(C), dtype=float)
-        per_budget[f"{C:.3g}"] = {
-            "flops": float(C), "estimate": float(fit.law.tokens_per_param(C)), "median": float(np.median(r)),
-            "se": float(np.std(r, ddof=1)),
-            "ci": (float(np.percentile(r, lo_q)), float(np.percentile(r, hi_q)))}
-    return BootstrapResult(n=int(n), seed=seed, level=level, n_failed=int(np.sum(~ok)), estimate=fit, se=se,
-                           ci=ci, budgets=tuple(float(c) for c in budgets), tokens_per_param=per_budget,
-                           samples=samples, theta=theta)
-

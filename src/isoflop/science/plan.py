@@ -8,10 +8,10 @@ otherwise (a law without those five parameters, e.g. Kaplan's joint law, only ge
     flops_from_gpu_hours C = H · 3600 · P · MFU
     allocation_curve    N_opt, D_opt, D/N and loss over many budgets, with an interval band when the law carries
                         parameter uncertainty (`Uncertainty`, e.g. from `isoflop fit --bootstrap`)
-    inference_aware     Sardana et al. 2024 (arXiv 2401.00448): minimum 6·N·D + 2·N·T_inf at a target loss
-    data_constrained    Muennighoff et al. 2023 (arXiv 2305.16264): repeated data is worth less (R_D*, R_N*)
-    overhead_table      de Vries 2023 ("Go smol or go home"): a k_N·N_opt model needs k_D·D_opt tokens for the
-                        same loss; extra compute k_N·k_D − 1
+
+Beyond the compute-optimal point, each in its own module: inference_plan.py (Sardana et al. 2024: training plus
+inference FLOPs), data_constrained.py (Muennighoff et al. 2023: repeated data) and overhead.py (de Vries 2023: a
+smaller model trained longer).
 
 Interval method (documented in `Uncertainty`): by default Epoch AI's (Besiroglu et al. 2024, §2.2 of the reference
 notes): 10,000 draws from a multivariate normal centred on the point estimate of (log A, log B, log E, α, β) with
@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy.optimize import brentq, minimize_scalar
+from scipy.optimize import minimize_scalar
 
 from isoflop.science.laws import ChinchillaLaw, MuennighoffLaw
 
@@ -35,10 +35,6 @@ DEFAULT_LEVEL = 0.8
 """Interval level: Epoch AI report compute-optimal bands as 10th-90th percentiles (80 %), as Hoffmann's Table 2."""
 INDEPENDENT_NOTE = ("standard errors only: the correlations between A, B, alpha and beta are ignored, which "
                     "typically widens the band several-fold; give a fit with bootstrap samples")
-MUENNIGHOFF_R_D_STAR, MUENNIGHOFF_R_N_STAR = 15.387756, 5.309743
-"""Decay constants of repeated data and excess parameters (Muennighoff et al. 2023, datablations README), lent
-to a plain Chinchilla law by `data_constrained`."""
-DEFAULT_K_N = (1.5, 1.0, 0.9, 0.75, 0.6, 0.5, 0.4, 0.3, 0.2)
 
 
 def chinchilla_params(law: Any) -> tuple[float, float, float, float, float]:
@@ -51,7 +47,7 @@ def chinchilla_params(law: Any) -> tuple[float, float, float, float, float]:
     return E, A, B, alpha, beta
 
 
-def _positive(key: str, value: float) -> float:
+def positive(key: str, value: float) -> float:
     value = float(value)
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{key}: must be a positive finite number, got {value}")
@@ -80,8 +76,8 @@ class Plan:
 
 def flops_from_gpu_hours(gpu_hours: float, mfu: float, peak_flops: float) -> float:
     """Training FLOPs bought by H GPU-hours at peak P FLOP/s per GPU and model-FLOPs utilisation MFU."""
-    _positive("gpu_hours", gpu_hours)
-    _positive("peak_flops", peak_flops)
+    positive("gpu_hours", gpu_hours)
+    positive("peak_flops", peak_flops)
     if not (math.isfinite(mfu) and 0 < mfu <= 1):
         raise ValueError(f"mfu: must be in (0, 1], got {mfu}")
     return gpu_hours * 3600.0 * peak_flops * mfu
@@ -97,7 +93,7 @@ def _loss(law: Any, N: float, D: float) -> float:
 
 def compute_optimal(law: Any, flops: float) -> Plan:
     """Hoffmann et al. 2022 eq. 4; D_opt is C/(6·N_opt) so that 6·N_opt·D_opt = C to rounding."""
-    C = _positive("flops", flops)
+    C = positive("flops", flops)
     try:
         E, A, B, alpha, beta = chinchilla_params(law)
     except ValueError:
@@ -110,7 +106,7 @@ def compute_optimal(law: Any, flops: float) -> Plan:
 
 def optimal_tokens(law: Any, n_params: float) -> Plan:
     """The budget for which a model of `n_params` is compute-optimal: D = G⁻¹·(N/G)^(b/a)."""
-    N = _positive("n_params", n_params)
+    N = positive("n_params", n_params)
     E, A, B, alpha, beta = chinchilla_params(law)
     G = (alpha * A / (beta * B)) ** (1 / (alpha + beta))
     D = (N / G) ** (alpha / beta) / G
@@ -122,7 +118,7 @@ def _optimal_n(A: Any, B: Any, alpha: Any, beta: Any, C: Any) -> Any:
     return G * (C / 6.0) ** (beta / (alpha + beta))
 
 
-def _argmin_log_n(loss: Any, center: float, decades: float = 6.0) -> float:
+def argmin_log_n(loss: Any, center: float, decades: float = 6.0) -> float:
     """argmin of loss(N) over log N: a log grid ±`decades` around `center`, then Brent between the best grid
     point's neighbours (robust to the kinks of the data-constrained law)."""
     grid = math.log(center) + np.linspace(-decades, decades, 1201) * math.log(10)
@@ -137,7 +133,7 @@ def _argmin_log_n(loss: Any, center: float, decades: float = 6.0) -> float:
 
 def _numeric_optimal_n(law: Any, C: float) -> float:
     """N minimising law.loss(N, C/(6N)) for a law with no closed form (Kaplan's joint law)."""
-    return _argmin_log_n(lambda n: float(law.loss(n, C / (6.0 * n))), center=math.sqrt(C / 120.0))
+    return argmin_log_n(lambda n: float(law.loss(n, C / (6.0 * n))), center=math.sqrt(C / 120.0))
 
 
 # --- intervals -----------------------------------------------------------------------------------------------
@@ -321,154 +317,3 @@ def _ci_items(ci: Any) -> Iterable[tuple[str, Sequence[float]]]:
         if isinstance(value, Sequence) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
             items.append((key, value))
     return items
-
-
-# --- inference-aware (Sardana et al. 2024) ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class InferencePlan:
-    """Minimum lifetime FLOPs 6·N·D + 2·N·T_inf at loss ℓ, and the Chinchilla-style model at the same loss."""
-
-    loss: float
-    inference_tokens: float
-    N: float
-    D: float
-    chinchilla_N: float
-    chinchilla_D: float
-
-    def lifetime_flops(self, N: float, D: float) -> float:
-        return 6.0 * N * D + 2.0 * N * self.inference_tokens
-
-    def to_dict(self) -> dict[str, float]:
-        ours = self.lifetime_flops(self.N, self.D)
-        theirs = self.lifetime_flops(self.chinchilla_N, self.chinchilla_D)
-        return {**asdict(self), "tokens_per_param": self.D / self.N, "training_flops": 6.0 * self.N * self.D,
-                "inference_flops": 2.0 * self.N * self.inference_tokens, "lifetime_flops": ours,
-                "chinchilla_lifetime_flops": theirs, "N_ratio": self.N / self.chinchilla_N,
-                "D_ratio": self.D / self.chinchilla_D, "flops_ratio": ours / theirs}
-
-
-def inference_aware(law: Any, loss_target: float, inference_tokens: float) -> InferencePlan:
-    """Sardana et al.'s Lagrange solution: D* is the root of
-    (B + βB/α)·D^−β + (T_inf·βB/(3α))·D^(−β−1) + E − ℓ = 0 (decreasing in D; found by brentq in log D from the
-    T_inf = 0 root, which is Chinchilla's D at loss ℓ), then N* = (A/(ℓ − E − B·D*^−β))^(1/α)."""
-    E, A, B, alpha, beta = chinchilla_params(law)
-    ell = float(loss_target)
-    if not (math.isfinite(ell) and ell > E):
-        raise ValueError(f"loss: target {ell} must exceed the law's irreducible loss E = {E:.6g}")
-    T = float(inference_tokens)
-    if not (math.isfinite(T) and T >= 0):
-        raise ValueError(f"inference_tokens: must be a non-negative finite number, got {T}")
-    gap = ell - E
-    D0 = (B * (beta / alpha + 1) / gap) ** (1 / beta)
-    N0 = (A * (alpha / beta + 1) / gap) ** (1 / alpha)
-    c1, c2 = B + beta * B / alpha, T * beta * B / (3 * alpha)
-
-    def f(x: float) -> float:  # x = log D
-        return c1 * math.exp(-beta * x) + c2 * math.exp((-beta - 1) * x) - gap
-
-    lo = math.log(D0)
-    if T == 0 or f(lo) <= 0:
-        D = D0
-    else:
-        hi = lo + 1.0
-        while f(hi) > 0:
-            hi += 1.0
-        D = math.exp(brentq(f, lo, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=200))
-    N = (A / (gap - B * D**-beta)) ** (1 / alpha)
-    return InferencePlan(loss=ell, inference_tokens=T, N=N, D=D, chinchilla_N=N0, chinchilla_D=D0)
-
-
-# --- data-constrained (Muennighoff et al. 2023) -----------------------------------------------------------------
-
-
-def muennighoff_law(law: Any) -> MuennighoffLaw:
-    """The law itself if data-constrained; else its Chinchilla parameters with Muennighoff et al.'s C4 decay
-    constants R_D*, R_N* (an assumption: they were fitted on C4 with 8.7B-parameter models at most)."""
-    if isinstance(law, MuennighoffLaw):
-        return law
-    E, A, B, alpha, beta = chinchilla_params(law)
-    return MuennighoffLaw(base=ChinchillaLaw(E=E, A=A, B=B, alpha=alpha, beta=beta),
-                          R_D_star=MUENNIGHOFF_R_D_STAR, R_N_star=MUENNIGHOFF_R_N_STAR)
-
-
-@dataclass(frozen=True)
-class DataConstrainedPlan:
-    """The best split of C FLOPs when only U unique tokens exist, against the unconstrained Chinchilla plan."""
-
-    flops: float
-    unique_tokens: float
-    N: float
-    D: float
-    loss: float
-    effective_tokens: float
-    chinchilla: Plan
-    chinchilla_loss_repeated: float
-    """Loss of the unconstrained plan's (N_opt, D_opt) trained on the U unique tokens repeated."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"flops": self.flops, "unique_tokens": self.unique_tokens, "N": self.N, "D": self.D,
-                "tokens_per_param": self.D / self.N, "epochs": self.D / self.unique_tokens, "loss": self.loss,
-                "effective_tokens": self.effective_tokens, "effective_fraction": self.effective_tokens / self.D,
-                "chinchilla": self.chinchilla.to_dict(), "chinchilla_loss_repeated": self.chinchilla_loss_repeated}
-
-
-def data_constrained(law: Any, flops: float, unique_tokens: float) -> DataConstrainedPlan:
-    """argmin over N of Muennighoff's L(N, D = C/(6N), U) (`muennighoff_law(law)`): a log grid over ±6 decades
-    around the unconstrained N_opt, then Brent's method (the datablations README uses a grid search)."""
-    C, U = _positive("flops", flops), _positive("unique_tokens", unique_tokens)
-    m = muennighoff_law(law)
-    plan = compute_optimal(m, C)
-
-    def loss(n: float) -> float:
-        return float(m.loss(n, U, D_total=C / (6.0 * n)))
-
-    N = _argmin_log_n(loss, plan.N_opt)
-    D = C / (6.0 * N)
-    return DataConstrainedPlan(flops=C, unique_tokens=U, N=N, D=D, loss=loss(N),
-                               effective_tokens=float(m.effective_data(min(U, D), D)), chinchilla=plan,
-                               chinchilla_loss_repeated=float(m.loss(plan.N_opt, U, D_total=plan.D_opt)))
-
-
-# --- smaller and longer (de Vries 2023) --------------------------------------------------------------------------
-
-
-def data_factor(alpha: float, beta: float, k_n: float) -> float:
-    """k_D = (1 − (β/α)(k_N^−α − 1))^(−1/β): a model k_N·N_opt reaches L(N_opt, D_opt) with k_D·D_opt tokens
-    (exact for the Chinchilla form at any budget, since αA/N_opt^α = βB/D_opt^β); inf below `min_size_factor`."""
-    inner = 1.0 - (beta / alpha) * (k_n**-alpha - 1.0)
-    return inner ** (-1.0 / beta) if inner > 0 else math.inf
-
-
-def min_size_factor(alpha: float, beta: float) -> float:
-    """k_N* = (1 + α/β)^(−1/α): no amount of data brings a smaller model to the compute-optimal loss."""
-    return (1.0 + alpha / beta) ** (-1.0 / alpha)
-
-
-@dataclass(frozen=True)
-class OverheadRow:
-    k_N: float
-    k_D: float
-    N: float
-    D: float
-    flops: float
-    overhead: float
-    """Extra training compute k_N·k_D − 1 (0.208 = 20.8 %); inf where the loss cannot be reached."""
-
-    def to_dict(self) -> dict[str, float | None]:
-        return {k: (v if math.isfinite(v) else None) for k, v in asdict(self).items()}
-
-
-def overhead_table(law: Any, flops: float, k_values: Iterable[float] = DEFAULT_K_N) -> dict[str, Any]:
-    """For N = k_N·N_opt: the tokens D = k_D·D_opt that reach the compute-optimal loss and the extra compute.
-    Inference cost per token scales with k_N, so a row trades training compute for cheaper serving."""
-    E, A, B, alpha, beta = chinchilla_params(law)
-    plan = compute_optimal(law, flops)
-    rows = []
-    for k in k_values:
-        k = _positive("k_N", k)
-        k_d = data_factor(alpha, beta, k)
-        N, D = k * plan.N_opt, k_d * plan.D_opt
-        rows.append(OverheadRow(k_N=k, k_D=k_d, N=N, D=D, flops=6.0 * N * D, overhead=k * k_d - 1.0))
-    return {"loss": plan.loss, "k_N_min": min_size_factor(alpha, beta), "rows": rows}

@@ -1,5 +1,5 @@
 """Pictures for the planner. matplotlib is imported lazily, and drawn with the Agg canvas on a bare `Figure`
-(no pyplot, so no global backend or figure state is touched); the numbers come from `science.plan`."""
+(no pyplot, so no global backend or figure state is touched); the numbers come from `science.plan` and its siblings."""
 
 from __future__ import annotations
 
