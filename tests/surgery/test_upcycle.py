@@ -103,6 +103,19 @@ def test_fresh_optimizer_path_trains_from_step_zero(dense_run, tmp_path):
     assert json.loads((out / "run.json").read_text())["steps"] == 3
 
 
+def test_training_breaks_the_copies_symmetry_without_noise(dense_run, tmp_path):
+    """Without --noise the experts start as exact copies, but the fresh router sends them different tokens, so
+    one step of training makes them differ (reference §6.3, symmetry breaking)."""
+    out = tmp_path / "moe"
+    assert main(["upcycle", str(dense_run), "--out", str(out), "--experts", "2", "--top-k", "1",
+                 "--steps", "1"]) == 0
+    start = load_file(str(checkpoint.latest(out) / "model.safetensors"))["layers.1.ffn.experts.gate_proj"]
+    assert torch.equal(start[0], start[1])
+    assert main(["train", str(out), "--resume"]) == 0
+    trained = load_file(str(checkpoint.latest(out) / "model.safetensors"))["layers.1.ffn.experts.gate_proj"]
+    assert not torch.equal(trained[0], trained[1])
+
+
 def test_no_renormalize_scales_each_moe_layer_by_its_top_k_mass(dense_run, tmp_path):
     """Raw top-k softmax gates: each MoE layer gives (sum of the token's top-k probabilities) x the dense MLP."""
     out = tmp_path / "moe"

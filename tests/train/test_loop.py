@@ -14,6 +14,7 @@ import torch
 from isoflop.cli.common import load_experiment
 from isoflop.nn.config import ModelConfig
 from isoflop.nn.moe_config import MoEFFN
+from isoflop.train import loop as loop_module
 from isoflop.train.hooks import ConsoleProgress
 from isoflop.train.loop import LoopCallbacks, train_loop
 from isoflop.train.parallel import DistContext
@@ -77,6 +78,34 @@ def test_logged_routing_stats_average_the_micro_batches():
                SimpleNamespace(steps=1, grad_accum=2, tokens_per_step=64, flops_per_token=1),  # type: ignore[arg-type]
                start_step=0, grad_clip=None, precision="fp32", ctx=DistContext(0, 1, 0, torch.device("cpu")),
                callbacks=LoopCallbacks(next_batch=lambda: (inputs_BT, targets_BT), lr_at=lambda step: 0.0,
-                                       on_step=records.append, after_step=lambda done: None))
+                                       on_step=records.append, after_step=lambda done, training_s: None))
     for key in per_micro[0]:
         assert records[0][key] == pytest.approx((per_micro[0][key] + per_micro[1][key]) / 2, rel=1e-6), key
+
+
+def test_evaluation_and_checkpoint_time_is_not_training_time(monkeypatch):
+    """A fake clock: each batch takes 1 s and each after_step (evaluation, checkpoint) 100 s. elapsed_s, the
+    throughput and the seconds handed to after_step (what a checkpoint keeps) count the batches only."""
+    clock = [0.0]
+    monkeypatch.setattr(loop_module, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    model = ModelConfig(vocab_size=64, d_model=32, n_layers=1, n_heads=2, ffn_hidden=48).build()
+    inputs_BT = torch.randint(0, 64, (2, 8))
+
+    def next_batch():
+        clock[0] += 1.0
+        return inputs_BT, inputs_BT
+
+    def after_step(done: int, training_s: float) -> None:
+        handed.append(training_s)
+        clock[0] += 100.0
+
+    records: list[dict] = []
+    handed: list[float] = []
+    train_loop(model, torch.optim.SGD(model.parameters(), lr=0.0),
+               SimpleNamespace(steps=3, grad_accum=1, tokens_per_step=16, flops_per_token=1),  # type: ignore[arg-type]
+               start_step=0, grad_clip=None, precision="fp32", ctx=DistContext(0, 1, 0, torch.device("cpu")),
+               callbacks=LoopCallbacks(next_batch=next_batch, lr_at=lambda step: 0.0, on_step=records.append,
+                                       after_step=after_step), log_every=2)
+    assert [r["elapsed_s"] for r in records] == [2.0, 3.0]  # logged at step 2 and at the last step
+    assert [r["tokens_per_s"] for r in records] == [16.0, 16.0]
+    assert handed == [1.0, 2.0, 3.0]

@@ -35,8 +35,9 @@ class LoopCallbacks:
     """Learning rate for the 0-based step index."""
     on_step: Callable[[dict[str, Any]], None]
     """Called after each optimizer step with that step's record (step counts completed steps)."""
-    after_step: Callable[[int], None]
-    """Called after on_step with the completed step count: evaluation and checkpoints when due."""
+    after_step: Callable[[int, float], None]
+    """Called after on_step with the completed step count and the training seconds so far: evaluation and
+    checkpoints when due. Its own time is not training time: `elapsed_s` and `tokens_per_s` leave it out."""
     extra_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     """(inputs_BT, logits_BTV) -> a scalar added to the loss (distillation); logged as `extra_loss`."""
 
@@ -44,7 +45,8 @@ class LoopCallbacks:
 def train_loop(model: nn.Module, optimizer: torch.optim.Optimizer, plan: RunPlan, *, start_step: int,
                grad_clip: float | None, precision: str, ctx: parallel.DistContext,
                callbacks: LoopCallbacks, elapsed_s: float = 0.0, log_every: int = 1) -> float:
-    """Run steps start_step .. plan.steps - 1; return the wall time spent, including `elapsed_s` before."""
+    """Run steps start_step .. plan.steps - 1; return the training seconds spent (steps and their logging, not
+    after_step's evaluations and checkpoints), including `elapsed_s` before."""
     params = [p for p in model.parameters() if p.requires_grad]
     core = parallel.unwrap(model)  # the TransformerLM: its routed modules report aux losses and stats
     model.train()
@@ -102,7 +104,9 @@ def train_loop(model: nn.Module, optimizer: torch.optim.Optimizer, plan: RunPlan
                 **({"extra_loss": float(parallel.mean_across_ranks(extra_sum, ctx))} if callbacks.extra_loss else {}),
             })
             last_log, tokens_since_log = time.perf_counter(), 0
-        callbacks.after_step(done)
+        paused = time.perf_counter()
+        callbacks.after_step(done, elapsed_s + paused - last_log)
+        last_log += time.perf_counter() - paused  # evaluation and checkpoints: not training time
     return elapsed_s
 
 

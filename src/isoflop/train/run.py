@@ -108,7 +108,7 @@ def _train(cfg: ExperimentConfig, plan: RunPlan, data: PreparedData, out: Path, 
 
     metrics = MetricsFile(out / "metrics.jsonl")
     tensorboard = TensorBoard(out / "tb") if cfg.log.tensorboard and ctx.is_main else None
-    start_step, elapsed = 0, 0.0
+    start_step, elapsed, wall_before = 0, 0.0, 0.0
     path = checkpoint.latest(out) if resume else None
     if resume and path is None and ctx.is_main:
         metrics.truncate_after(0)
@@ -119,6 +119,7 @@ def _train(cfg: ExperimentConfig, plan: RunPlan, data: PreparedData, out: Path, 
         loader.load_state_dict(state["loader"])
         torch.set_rng_state(state["rng"]["torch"])
         start_step, elapsed = state["step"], state["elapsed_s"]
+        wall_before = state.get("wall_s", elapsed)  # checkpoints before 2026-11-22 kept one figure
         if ctx.is_main:
             metrics.truncate_after(start_step)
             console.message(f"resumed from {path.name}")
@@ -158,14 +159,16 @@ def _train(cfg: ExperimentConfig, plan: RunPlan, data: PreparedData, out: Path, 
                             + "".join(f", {name} {result[f'val_loss@{name}']:.4f}" for name in also))
         return result
 
-    clock = {"start": time.perf_counter(), "before": elapsed}
+    clock = {"start": time.perf_counter(), "before": wall_before}
 
-    def save(step: int) -> None:
+    def save(step: int, training_s: float) -> None:
+        """Checkpoint `step`; the state keeps the training seconds (metrics' elapsed_s) and the wall seconds."""
         model_state, optim_state = parallel.full_state(model, optimizer)
         if ctx.is_main:
-            spent = clock["before"] + time.perf_counter() - clock["start"]
+            wall_s = clock["before"] + time.perf_counter() - clock["start"]
             checkpoint.save(out, step, model_state, optim_state,
-                            {"loader": loader.state_dict(), "elapsed_s": spent}, keep=cfg.checkpoint.keep)
+                            {"loader": loader.state_dict(), "elapsed_s": training_s, "wall_s": wall_s},
+                            keep=cfg.checkpoint.keep)
         parallel.barrier(ctx)
 
     def on_step(entry: dict[str, Any]) -> None:
@@ -176,11 +179,11 @@ def _train(cfg: ExperimentConfig, plan: RunPlan, data: PreparedData, out: Path, 
         if console:
             console.step(entry)
 
-    def after_step(step: int) -> None:
+    def after_step(step: int, training_s: float) -> None:
         if cfg.eval.every and step % cfg.eval.every == 0 and step < plan.steps:
             run_eval(step)
         if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step < plan.steps:
-            save(step)
+            save(step, training_s)
 
     extra_loss = None
     if cfg.distill.active:
@@ -192,8 +195,9 @@ def _train(cfg: ExperimentConfig, plan: RunPlan, data: PreparedData, out: Path, 
                               lr_at=lambda s: cfg.optim.lr * cfg.schedule.multiplier(s, plan.steps),
                               on_step=on_step, after_step=after_step, extra_loss=extra_loss)
     try:
-        train_loop(model, optimizer, plan, start_step=start_step, grad_clip=t.grad_clip, precision=t.precision,
-                   ctx=ctx, callbacks=callbacks, elapsed_s=elapsed, log_every=cfg.log.every)
+        elapsed = train_loop(model, optimizer, plan, start_step=start_step, grad_clip=t.grad_clip,
+                             precision=t.precision, ctx=ctx, callbacks=callbacks, elapsed_s=elapsed,
+                             log_every=cfg.log.every)
     except NonFiniteLoss:
         if console:
             console.close()
@@ -201,9 +205,9 @@ def _train(cfg: ExperimentConfig, plan: RunPlan, data: PreparedData, out: Path, 
     if console:
         console.close()
     final = run_eval(plan.steps)
-    save(plan.steps)
+    save(plan.steps, elapsed)
     wall = clock["before"] + time.perf_counter() - clock["start"]
-    result = run_record(cfg, plan, data, final, wall, ctx)
+    result = run_record(cfg, plan, data, final, wall, elapsed, ctx)
     if ctx.is_main:
         write_json(out / "run.json", result)
         if tensorboard:
@@ -228,7 +232,7 @@ def _extra_eval_sets(cfg: ExperimentConfig, data: PreparedData, out: Path, ctx: 
 
 
 def run_record(cfg: ExperimentConfig, plan: RunPlan, data: PreparedData, final: dict[str, Any],
-               wall_s: float, ctx: parallel.DistContext) -> dict[str, Any]:
+               wall_s: float, training_s: float, ctx: parallel.DistContext) -> dict[str, Any]:
     """The record the science verbs read (DESIGN.md: run.json)."""
     groups = param_groups(cfg.model_config)
     train_meta = data.meta["splits"]["train"]
@@ -239,7 +243,7 @@ def run_record(cfg: ExperimentConfig, plan: RunPlan, data: PreparedData, final: 
         "flops": plan.flops, "flops_per_token": plan.flops_per_token, "steps": plan.steps,
         "seq_len": plan.seq_len, "val_loss": final["val_loss"], "val_bpb": final["val_bpb"],
         **{k: final[k] for k in ("val_loss_causal", "val_bpb_causal") if k in final},
-        "wall_time_s": wall_s, "world_size": ctx.world_size, "device": str(ctx.device.type),
+        "wall_time_s": wall_s, "training_time_s": training_s, "world_size": ctx.world_size, "device": str(ctx.device.type),
         "tokenizer": data.meta["tokenizer"]["kind"], "vocab_size": data.tokenizer.vocab_size,
         "torch": torch.__version__,
     }
