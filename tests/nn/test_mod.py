@@ -188,7 +188,8 @@ def test_counting_equals_built_model_and_flop_counter(capacity, monkeypatch):
         (F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten()) + model.aux_loss()).backward()
     measured = counter.get_total_flops() / (B * L)
     predicted = flops_per_token(cfg, L).training
-    assert abs(measured - predicted) / measured < 0.02, (measured, predicted)
+    assert abs(measured - predicted) / measured < 0.02, (measured, predicted)  # the issue's bound
+    assert measured == predicted  # every matmul counted, the predictor's detached input included
     dense = flops_per_token(ModelConfig(vocab_size=320, d_model=64, n_layers=4, n_heads=4, n_kv_heads=2), L)
     assert predicted < dense.training  # the test would notice counting that ignores routing
 
@@ -216,7 +217,7 @@ def test_staged_mode_counting_equals_built_model_and_flop_counter(moe_every: int
     """Staged MoDE as `mode-tiny` builds it (TopKMoD every=2 around MoEFFN blocks): a routed block's experts see
     only its k tokens, so counting scales the MoE's active FLOPs (router included) by k/T like the rest of the
     block; counting all experts, or the MoE at full T, would miss the flop counter by 20 % or more here. The
-    ~1 % left is the stop-gradient predictor, whose backward costs less than the counted 2x forward."""
+    predictor's first layer has no input gradient (its input is detached), which counting leaves out too."""
     torch.manual_seed(0)
     cfg = ModelConfig(vocab_size=128, d_model=64, n_layers=4, n_heads=4, n_kv_heads=2, ffn_hidden=128,
                       ffn=MoEFFN(experts=4, top_k=2, every=moe_every), mod=TopKMoD(capacity=0.25, every=2))
@@ -230,7 +231,7 @@ def test_staged_mode_counting_equals_built_model_and_flop_counter(moe_every: int
         (F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten()) + model.aux_loss()).backward()
     measured = counter.get_total_flops() / (B * L)
     predicted = flops_per_token(cfg, L).training
-    assert abs(measured - predicted) / measured < 0.02, (measured, predicted)
+    assert measured == predicted, (measured, predicted)
 
 
 def test_static_shapes_compile_once_without_graph_breaks():

@@ -17,7 +17,9 @@ FLOPs convention (PaLM, Chowdhery et al. 2022, App. B; Kaplan et al. 2020, Table
                   causal masking makes half of it useless work but not free. Window layers (model.layout)
                   count the same square: SDPA with a boolean mask computes it all. ReRoPE layers (two-pass,
                   nn/rerope.py) compute the scores twice: 3 * 2 * seq_len * n_heads * head_dim.
-    Training (forward + backward) = 3 * forward, i.e. 6*N_matmul + 12*L*T*D_attn per token.
+    Training (forward + backward) = 3 * forward, i.e. 6*N_matmul + 12*L*T*D_attn per token, less one matmul
+    per MoD predictor: its input is detached (stop-gradient), so its first layer's backward has no input
+    gradient (2 * D * D/2 FLOPs fewer per token).
     Elementwise work (norms, activations, softmax, RoPE) is ignored: under 1 % at these shapes.
 """
 
@@ -54,7 +56,7 @@ class FlopsPerToken:
     forward: int
     """Forward FLOPs per token at the given sequence length."""
     training: int
-    """Forward + backward FLOPs per token (3 * forward)."""
+    """Forward + backward FLOPs per token (3 * forward, less the MoD predictors' missing input gradient)."""
     matmul_params: int
     """Parameters used in matmuls by one token (the 'N' of 6N)."""
     attention_forward: int
@@ -147,5 +149,7 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> FlopsPerToken:
         attention_forward += share * share * per_square * (1.5 if layer in two_pass else 1.0)
     matmul_params, attention_forward = round(matmul), round(attention_forward)
     forward = 2 * matmul_params + attention_forward
-    return FlopsPerToken(forward=forward, training=3 * forward, matmul_params=matmul_params,
+    detached = sum(cfg.d_model * (cfg.d_model // 2) for layer in range(cfg.n_layers)
+                   if cfg.mod.is_routed(layer) and cfg.mod.predictor)  # predictors' first layers
+    return FlopsPerToken(forward=forward, training=3 * forward - 2 * detached, matmul_params=matmul_params,
                          attention_forward=attention_forward, seq_len=seq_len)
