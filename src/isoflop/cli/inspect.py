@@ -50,9 +50,9 @@ def eval_run(args: argparse.Namespace) -> int:
     step = int(checkpoint_path(run, args.step).name.split("_")[1])
     model = load_model(run, device=args.device, step=step, overrides=args.overrides)
     if args.causal_routing:
-        reason = model.non_causal_reason()
-        if reason or not any(hasattr(m, "causal_routing") for m in model.modules()):
-            raise ConfigError("--causal-routing", reason or f"{run}'s model has no routing to make causal (no MoD)")
+        if not model.has_causal_rule():
+            raise ConfigError("--causal-routing", model.non_causal_reason()
+                              or f"{run}'s model has no routing to make causal (no MoD)")
         model.use_causal_routing(True)
     tokenizer = load_tokenizer(run)
     data = prepare(cfg.data)

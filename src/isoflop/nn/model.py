@@ -126,6 +126,11 @@ class TransformerLM(nn.Module):
                 return reason
         return None
 
+    def has_causal_rule(self) -> bool:
+        """Whether some module routes differently for sampling (MoD's predictor or router BCE) and every routed
+        module can sample: then `use_causal_routing` changes what the model computes."""
+        return self.non_causal_reason() is None and any(hasattr(m, "causal_routing") for m in self.modules())
+
     def use_causal_routing(self, enabled: bool = True) -> None:
         """Switch routed modules to their causal rule (MoD's predictor) for sampling, or back."""
         for module in self.modules():

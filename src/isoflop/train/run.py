@@ -133,8 +133,7 @@ def _train(cfg: ExperimentConfig, plan: RunPlan, data: PreparedData, out: Path, 
     # a model whose training routing differs from its sampling routing (MoD with a predictor or router BCE) is
     # also scored with the causal rule: val_loss_causal. Not under FSDP: the causal rule runs the routed block
     # once per sequence that routes a token, so ranks could disagree on the number of collective forwards.
-    samples_causally = t.parallel != "fsdp" and raw_model.non_causal_reason() is None and any(
-        hasattr(m, "causal_routing") for m in raw_model.modules())
+    samples_causally = t.parallel != "fsdp" and raw_model.has_causal_rule()
 
     def run_eval(step: int) -> dict[str, Any]:
         batches = val_batches(data.tokens("val"), plan.seq_len, plan.micro_batch, cfg.eval.batches)
