@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import difflib
 import inspect
 import json
 import math
@@ -22,19 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
+from isoflop.errors import ConfigError
+from isoflop.registry import Registry, did_you_mean
+
 C = TypeVar("C", bound="Config")
-
-
-class ConfigError(ValueError):
-    """A bad configuration value; `key` is the dotted path of the offending field ('' for the whole)."""
-
-    def __init__(self, key: str, problem: str):
-        self.key, self.problem = key, problem
-        super().__init__(f"{key}: {problem}" if key else problem)
-
-    def under(self, prefix: str) -> ConfigError:
-        """The same error with `prefix.` put in front of its key."""
-        return ConfigError(f"{prefix}.{self.key}" if self.key else prefix, self.problem)
 
 
 def config(cls: type[C]) -> type[C]:
@@ -74,7 +64,7 @@ class Config:
             if key == "kind" and issubclass(target, Variant):
                 continue
             if key not in fields:
-                raise ConfigError(key, f"unknown key{_suggest(key, list(fields))}")
+                raise ConfigError(key, f"unknown key{did_you_mean(key, list(fields), cutoff=0.5)}")
             try:
                 kwargs[key] = _coerce(value, hints[key])
             except ConfigError as e:
@@ -93,24 +83,24 @@ class Variant(Config):
 
     kind: ClassVar[str] = ""
     default_kind: ClassVar[str] = ""
-    _members: ClassVar[dict[str, type]]
+    _members: ClassVar[Registry[type]]
 
     def __init_subclass__(cls, family: bool = False, **kw: Any):
         super().__init_subclass__(**kw)
         if family:
-            cls._members = {}
+            cls._members = Registry("kind", unknown="unknown kind", sort_choices=True)
         elif cls.__dict__.get("kind"):
-            cls._members[cls.kind] = cls
+            cls._members.register(cls.kind, cls)
 
     @classmethod
     def variant_class(cls, kind: Any) -> type:
-        if kind not in cls._members:
-            raise ConfigError("kind", f"unknown kind {kind!r}; choose from {', '.join(sorted(cls._members))}")
-        return cls._members[kind]
+        if not isinstance(kind, str):
+            raise ConfigError("kind", f"expected a kind name, got {kind!r}; choose from {', '.join(cls.kinds())}")
+        return cls._members.get(kind, key="kind")
 
     @classmethod
     def kinds(cls) -> list[str]:
-        return sorted(cls._members)
+        return sorted(cls._members.names())
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -197,7 +187,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], root: type[Confi
             node[parts[-2]] = {"kind": value}
             continue
         if key not in valid:
-            raise ConfigError(key, f"unknown config key{_suggest(key, sorted(valid))}")
+            raise ConfigError(key, f"unknown config key{did_you_mean(key, sorted(valid), cutoff=0.5)}")
         node = _descend(data, parts[:-1], key)
         node[parts[-1]] = value
     return data
@@ -240,11 +230,6 @@ def _descend(data: dict[str, Any], parts: list[str], key: str) -> dict[str, Any]
             node[p] = {}
         node = node[p]
     return node
-
-
-def _suggest(key: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(key, choices, n=1, cutoff=0.5)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 # ----------------------------------------------------------------------------- typing helpers

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from isoflop.config import ConfigError
+from isoflop.registry import Registry
 from isoflop.train.spec import ExperimentConfig
 
 
@@ -39,31 +39,26 @@ class Study:
         raise NotImplementedError
 
 
-def _registry() -> dict[str, Callable[[], Study]]:
-    from isoflop.recipes.studies.compressed_text import CompressedText
-    from isoflop.recipes.studies.cosine_stretch import CosineStretch
-    from isoflop.recipes.studies.rope_extrapolation import RopeExtrapolation
-    from isoflop.recipes.studies.sign_optimizer_embeddings import SignOptimizerEmbeddings
-    from isoflop.recipes.studies.sparse_isoflop import SparseIsoflop
-
-    return {s.name: s for s in (RopeExtrapolation, SignOptimizerEmbeddings, CosineStretch, CompressedText,
-                                SparseIsoflop)}
+_PACKAGE = "isoflop.recipes.studies"
+STUDIES: Registry[type[Study]] = Registry("study", {
+    "rope-extrapolation": f"{_PACKAGE}.rope_extrapolation:RopeExtrapolation",
+    "sign-optimizer-embeddings": f"{_PACKAGE}.sign_optimizer_embeddings:SignOptimizerEmbeddings",
+    "cosine-stretch": f"{_PACKAGE}.cosine_stretch:CosineStretch",
+    "compressed-text": f"{_PACKAGE}.compressed_text:CompressedText",
+    "sparse-isoflop": f"{_PACKAGE}.sparse_isoflop:SparseIsoflop",
+})
 
 
 def study_names() -> dict[str, str]:
     """Study name -> one-line description."""
-    return {name: cls.description for name, cls in _registry().items()}
+    return {name: STUDIES.get(name).description for name in STUDIES}
 
 
 def get_study(name: str) -> Study:
-    registry = _registry()
-    if name not in registry:
-        import difflib
-
-        close = difflib.get_close_matches(name, registry, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(name, f"no such study{hint}; studies: {', '.join(registry)}")
-    return registry[name]()
+    """A new Study object of `name`; ConfigError (with a suggestion) for an unknown name."""
+    study = STUDIES.get(name)()
+    assert study.name == name, f"{study.name!r} registered as {name!r}"
+    return study
 
 
 def eval_records(run_dir: Path) -> list[dict[str, Any]]:

@@ -1,0 +1,1 @@
+"""The run directory (placeholder: the layout module comes next)."""
