@@ -41,6 +41,10 @@ def require(condition: bool, key: str, problem: str) -> None:
 class Config:
     """Base of all configs. Subclasses are decorated with `@config`."""
 
+    #: Keys that earlier versions wrote and this class no longer has: dropped on load, so every config.json
+    #: ever written still reads (each entry says in a comment when and why it went).
+    retired_keys: ClassVar[frozenset[str]] = frozenset()
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if isinstance(self, Variant):
@@ -61,7 +65,7 @@ class Config:
         fields = {f.name: f for f in dataclasses.fields(target) if f.init}  # type: ignore[arg-type]
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
-            if key == "kind" and issubclass(target, Variant):
+            if (key == "kind" and issubclass(target, Variant)) or (key in target.retired_keys and key not in fields):
                 continue
             if key not in fields:
                 raise ConfigError(key, f"unknown key{did_you_mean(key, list(fields), cutoff=0.5)}")
@@ -177,7 +181,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], root: type[Confi
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(item, "an override is written key.path=value")
-        pairs.append((key.strip(), parse_value(value)))
+        key = key.strip()
+        if key in _variant_paths(root, data):  # `model.rope=yarn`: a variant named by its kind alone
+            key += ".kind"
+        pairs.append((key, parse_value(value)))
     pairs.sort(key=lambda kv: not kv[0].endswith(".kind"))
     for key, value in pairs:
         valid = valid_keys(root, data)
@@ -265,6 +272,8 @@ def _coerce(value: Any, tp: Any) -> Any:
     if inspect.isclass(tp) and issubclass(tp, Config):
         if isinstance(value, tp):
             return value
+        if isinstance(value, str) and issubclass(tp, Variant):  # a variant written as its kind alone
+            return tp.from_dict({"kind": value})
         return tp.from_dict(value)
     origin = get_origin(tp)
     if origin is Literal:

@@ -56,6 +56,10 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return list(self._entries)
 
+    def items(self) -> list[tuple[str, T]]:
+        """(name, entry) pairs, every entry resolved."""
+        return [(name, self.get(name)) for name in self._entries]
+
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 
