@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from isoflop.cli import main
+from isoflop.rundir import RunDir, RunRecord
 from isoflop.science.laws import PRESETS
 
 LAW = PRESETS["hoffmann-tex"]
@@ -69,9 +70,12 @@ def test_approach1_from_run_directories(tmp_path, capsys):
         lines = [json.dumps({"kind": "train", "step": i + 1, "tokens": float(t), "flops": float(6 * n * t),
                              "elapsed_s": float(i + 1), "loss": float(LAW.loss(n, t))}) for i, t in enumerate(tokens)]
         (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-        (run / "run.json").write_text(json.dumps({"N_total": n, "D_tokens": float(tokens[-1]),
-                                                  "flops": float(6 * n * tokens[-1]),
-                                                  "val_loss": float(LAW.loss(n, tokens[-1])), "world_size": 1}))
+        RunDir(run).write_record(RunRecord(
+            N_total=round(n), N_active=round(n), N_non_embedding=round(n), N_embedding=0,
+            D_tokens=round(tokens[-1]), D_bytes=round(tokens[-1]), flops=float(6 * n * tokens[-1]),
+            flops_per_token=round(6 * n), steps=60, seq_len=1024, val_loss=float(LAW.loss(n, tokens[-1])),
+            val_bpb=1.0, wall_time_s=60.0, training_time_s=60.0, world_size=1, device="cpu",
+            tokenizer="byte", vocab_size=257, torch="2.13.0"))
     assert main(["fit", *map(str, sorted(tmp_path.iterdir())), "--approach", "1", "--json",
                  "--plot", str(tmp_path.parent / "env.png")]) == 0
     out = json.loads(capsys.readouterr().out)

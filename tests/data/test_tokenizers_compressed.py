@@ -173,8 +173,7 @@ def test_gzip_decodes_documents_separated_by_end_of_text() -> None:
 def test_gzip_bits_per_byte_uses_the_exact_document_bytes(tmp_path, corpus_dir, monkeypatch) -> None:
     """Over a whole validation split, bits/byte = total loss in bits / total document bytes."""
     from isoflop.data.shards import prepare
-    from isoflop.train.artifacts import token_bytes
-    from isoflop.train.evaluate import evaluate
+    from isoflop.train.evaluate import evaluate, token_bytes
 
     monkeypatch.setenv("ISOFLOP_CACHE", str(tmp_path))
     cfg = DataConfig.from_dict({"corpus": str(corpus_dir), "seq_len": 16, "val_fraction": 0.2,
@@ -227,7 +226,7 @@ def test_training_on_a_saved_tokenizer(kind, tok, tmp_path, corpus_dir, cache_di
     with open(os.devnull, "w") as devnull:
         record = run_training(cfg, tmp_path / "run", stream=devnull)
     assert load_tokenizer(tmp_path / "run" / "tokenizer").fingerprint() == tok.fingerprint()
-    assert math.isfinite(record["val_bpb"]) and record["tokenizer"] == kind
+    assert math.isfinite(record.val_bpb) and record.tokenizer == kind
     shards = [p for p in (cache_dir / "shards").iterdir() if not p.name.startswith(".")]
     import json
 

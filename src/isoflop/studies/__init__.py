@@ -1,10 +1,13 @@
 """Studies: a claim from the source papers as a set of runs plus a measurement (`isoflop report STUDY`).
 
 A study declares its runs (name -> ExperimentConfig, each derived from a baseline recipe by small changes;
-`smoke=True` shrinks them to seconds, for tests), optionally writes inputs the runs need (`prepare`, e.g. a
-generated corpus), and `measure`s the finished run directories into a report: plain data (a dict in the
-shape `science/report.py` documents: claim, setting, table columns and rows, plot panels), which the CLI
+`smoke=True` shrinks them to seconds, for tests), optionally writes inputs the runs need (`prepare_inputs`,
+e.g. a generated corpus), and `measure`s the finished run directories into a report: plain data (a dict in the
+shape `science/report.py` documents: claim, setting, table columns and rows, plot panels), which `runner.py`
 renders. Studies never draw; they may use `isoflop.train` to load models and evaluate them.
+
+The package depends on the core (train, recipes, science), never the reverse: nothing outside `studies/` and
+the `report` verb imports a study.
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from isoflop.registry import Registry
+from isoflop.rundir import RunDir
 from isoflop.train.spec import ExperimentConfig
 
 
 class Study:
-    """Base of the studies: a name, a one-line description, the claim; runs, prepare, measure."""
+    """Base of the studies: a name, a one-line description, the claim; runs, prepare_inputs, measure."""
 
     name: ClassVar[str]
     description: ClassVar[str]
@@ -26,7 +30,7 @@ class Study:
     claim: ClassVar[str]
     """The claim under test, as the source states it."""
 
-    def prepare(self, out: Path, *, smoke: bool, progress: Callable[[str], None] | None = None) -> None:
+    def prepare_inputs(self, out: Path, *, smoke: bool, progress: Callable[[str], None] | None = None) -> None:
         """Write any inputs the runs read (under `out`) before training, telling `progress` what it does; most
         studies need none. `runs` is asked again after it, so a run may use what it made."""
 
@@ -34,12 +38,12 @@ class Study:
         """The runs to train, by name (each trains into `out/runs/<name>`)."""
         raise NotImplementedError
 
-    def measure(self, run_dirs: dict[str, Path], *, smoke: bool) -> dict[str, Any]:
+    def measure(self, run_dirs: dict[str, RunDir], *, smoke: bool) -> dict[str, Any]:
         """The report data from the finished runs (see science/report.py for its shape)."""
         raise NotImplementedError
 
 
-_PACKAGE = "isoflop.recipes.studies"
+_PACKAGE = "isoflop.studies"
 STUDIES: Registry[type[Study]] = Registry("study", {
     "rope-extrapolation": f"{_PACKAGE}.rope_extrapolation:RopeExtrapolation",
     "sign-optimizer-embeddings": f"{_PACKAGE}.sign_optimizer_embeddings:SignOptimizerEmbeddings",
@@ -59,22 +63,3 @@ def get_study(name: str) -> Study:
     study = STUDIES.get(name)()
     assert study.name == name, f"{study.name!r} registered as {name!r}"
     return study
-
-
-def eval_records(run_dir: Path) -> list[dict[str, Any]]:
-    """The run's evaluation records from metrics.jsonl, in step order (the last one per step wins)."""
-    import json
-
-    by_step: dict[int, dict[str, Any]] = {}
-    path = Path(run_dir) / "metrics.jsonl"
-    for line in path.read_text().splitlines():
-        record = json.loads(line)
-        if record.get("kind") == "eval":
-            by_step[record["step"]] = record
-    return [by_step[s] for s in sorted(by_step)]
-
-
-def run_record(run_dir: Path) -> dict[str, Any]:
-    import json
-
-    return json.loads((Path(run_dir) / "run.json").read_text())

@@ -1,4 +1,4 @@
-"""recipes/studies: the studies' runs are small changes of one baseline, and their measurements agree with an
+"""studies: the studies' runs are small changes of one baseline, and their measurements agree with an
 independent computation on a tiny trained run."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from safetensors.numpy import load_file
 
 from isoflop.config import ConfigError, apply_overrides
 from isoflop.recipes.baseline import tiny
-from isoflop.recipes.studies import get_study, study_names
-from isoflop.recipes.studies.cosine_stretch import STRETCHES
-from isoflop.recipes.studies.rope_extrapolation import _kinds, measure_lengths
-from isoflop.recipes.studies.sign_optimizer_embeddings import (
+from isoflop.studies import get_study, study_names
+from isoflop.studies.cosine_stretch import STRETCHES
+from isoflop.studies.rope_extrapolation import _kinds, measure_lengths
+from isoflop.studies.sign_optimizer_embeddings import (
     RARE_BYTE,
     VAL_FRACTION,
     rare_row_trace,

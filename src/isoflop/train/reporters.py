@@ -1,36 +1,11 @@
-"""What a run reports: metrics.jsonl records, a live console line, optional TensorBoard."""
+"""What a run shows as it goes: a live console line and, optionally, TensorBoard events (the metrics log itself
+is the run directory's, rundir/metrics.py)."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any, TextIO
-
-
-class MetricsFile:
-    """Appends one JSON object per record to DIR/metrics.jsonl (flushed, so a kill loses at most one line)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def truncate_after(self, step: int) -> None:
-        """On resume: drop records past the checkpoint's step (the killed run may have logged beyond it)."""
-        if not self.path.exists():
-            return
-        kept = []
-        for line in self.path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:  # a line cut by the kill
-                continue
-            if record.get("step", 0) <= step:
-                kept.append(line)
-        self.path.write_text("".join(k + "\n" for k in kept))
-
-    def write(self, record: dict[str, Any]) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
 
 
 class ConsoleProgress:

@@ -1,7 +1,7 @@
 """Resolve an ExperimentConfig into a RunPlan: steps, batch split, parameter counts, FLOPs.
 
-Pure arithmetic over the config (no data, no model): `isoflop info` and `train --dry-run` print it, and
-`plan.json` in the run directory records it before any compute.
+Pure arithmetic over the config (no data, no model): `isoflop info` and `train --dry-run` print it, and the
+run directory records it before any compute.
 """
 
 from __future__ import annotations

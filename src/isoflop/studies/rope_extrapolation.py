@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from isoflop.recipes.baseline import tiny
-from isoflop.recipes.studies import Study, run_record
+from isoflop.rundir import RunDir
+from isoflop.studies import Study
 from isoflop.train.spec import CheckpointConfig, EvalConfig, ExperimentConfig, HorizonConfig
 
 TRAIN_LEN = 128
@@ -91,12 +92,11 @@ def measure_lengths(run_dir: Path, kinds: dict[str, Callable[[int], list[str]]],
     import torch
 
     from isoflop.data.shards import prepare
-    from isoflop.train.artifacts import load_config, load_model, load_tokenizer, token_bytes
-    from isoflop.train.evaluate import evaluate_at_length
+    from isoflop.train.artifacts import load_config, load_model
+    from isoflop.train.evaluate import EvalSet, batch_size_at, evaluate_run
 
     cfg = load_config(run_dir)
-    tokens = prepare(cfg.data).tokens("val")
-    bytes_V = token_bytes(load_tokenizer(run_dir), cfg.model_config.vocab_size)
+    eval_set = EvalSet.of(prepare(cfg.data), cfg.model_config.vocab_size)
     micro = cfg.train.micro_batch_size or cfg.train.batch_size
     theta = getattr(cfg.model.rope, "theta", None)
     out = []
@@ -106,9 +106,11 @@ def measure_lengths(run_dir: Path, kinds: dict[str, Callable[[int], list[str]]],
             if any(o.startswith("model.rope.kind=") for o in overrides) and theta is not None:  # keep the base
                 overrides = overrides + [f"model.rope.theta={theta}"]
             model = load_model(run_dir, overrides=overrides)
-            r = evaluate_at_length(model, tokens, length, bytes_V, train_seq_len=cfg.data.seq_len,
-                                   micro_batch=micro, n_batches=n_batches, device=torch.device("cpu"))
-            out.append({"kind": label, **r, "overrides": overrides})
+            batch = batch_size_at(length, micro_batch=micro, train_seq_len=cfg.data.seq_len)
+            r = evaluate_run(model, eval_set, seq_len=length, batch_size=batch, batches=n_batches,
+                             device=torch.device("cpu"))
+            out.append({"kind": label, "seq_len": length, "val_loss": r["val_loss"], "val_bpb": r["val_bpb"],
+                        "val_tokens": r["val_tokens"], "overrides": overrides})
     return out
 
 
@@ -131,17 +133,17 @@ class RopeExtrapolation(Study):
                 continue
         return runs
 
-    def measure(self, run_dirs: dict[str, Path], *, smoke: bool) -> dict[str, Any]:
+    def measure(self, run_dirs: dict[str, RunDir], *, smoke: bool) -> dict[str, Any]:
         from isoflop.train.artifacts import load_config
 
-        cfg = load_config(run_dirs["rope"])
+        cfg = load_config(run_dirs["rope"].path)
         T = cfg.data.seq_len
         lengths = [T * m for m in (LENGTH_MULTIPLES[:3] if smoke else LENGTH_MULTIPLES)]
         n_batches = 2 if smoke else EVAL_BATCHES
-        records = measure_lengths(run_dirs["rope"], _kinds(T), lengths, n_batches)
+        records = measure_lengths(run_dirs["rope"].path, _kinds(T), lengths, n_batches)
         for name, (_, eval_kinds) in layout_runs(T).items():
             if name in run_dirs:
-                records += measure_lengths(run_dirs[name], eval_kinds, lengths, n_batches)
+                records += measure_lengths(run_dirs[name].path, eval_kinds, lengths, n_batches)
         labels = list(dict.fromkeys(r["kind"] for r in records))
         rows, series = [], []
         for label in labels:
@@ -166,14 +168,14 @@ class RopeExtrapolation(Study):
                             "loss changes with length, not their level at the training length.")
         else:
             findings.append("HWFA / HWFA2 rows are absent: ModelConfig has no `layout` field yet (hook "
-                            "`layout_runs` in recipes/studies/rope_extrapolation.py).")
+                            "`layout_runs` in studies/rope_extrapolation.py).")
         m = cfg.model
-        record = run_record(run_dirs["rope"])
+        record = run_dirs["rope"].read_record()
         setting = (f"{'SMOKE (seconds-long, not a measurement): ' if smoke else ''}one model (d_model {m.d_model}, "
                    f"{m.n_layers} layers, {m.n_heads} heads, head_dim {m.head_dim}, RoPE theta "
                    f"{getattr(m.rope, 'theta', 'n/a')}), {cfg.data.tokenizer.kind} tokenizer on `{cfg.data.corpus}`, "
-                   f"trained at seq_len {T} for {record['D_tokens']:,} tokens (final val loss "
-                   f"{record['val_loss']:.4f}). Each length is scored on the same "
+                   f"trained at seq_len {T} for {record.D_tokens:,} tokens (final val loss "
+                   f"{record.val_loss:.4f}). Each length is scored on the same "
                    f"~{records[0]['val_tokens']:,} validation tokens (the split's first windows); loss in nats per "
                    f"token, averaged over all positions of each window. Factor-based kinds use s = L / {T}.")
         return {
@@ -186,7 +188,7 @@ class RopeExtrapolation(Study):
                 {"title": "validation loss against evaluation length", "xlabel": "sequence length (tokens)",
                  "ylabel": "val loss (nats/token)", "xscale": "log2", "series": series,
                  "ylim": _ylim([r["val_loss"] for r in records])}]},
-            "data": {"train_seq_len": T, "lengths": lengths, "evaluations": records, "run": record},
+            "data": {"train_seq_len": T, "lengths": lengths, "evaluations": records, "run": record.to_dict()},
         }
 
 

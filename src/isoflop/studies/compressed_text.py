@@ -17,15 +17,15 @@ for every method), bytes/token of that split, bits/byte, FLOPs/byte, next to the
 
 from __future__ import annotations
 
-import json
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from isoflop.config import ConfigError, apply_overrides
-from isoflop.recipes.studies import Study, eval_records, run_record
+from isoflop.rundir import RunDir
+from isoflop.rundir.atomic import build_dir
+from isoflop.studies import Study
 from isoflop.train.spec import ExperimentConfig
 
 EXAMPLE_BYTES = 10_240  # Lester et al. §3.1: M1 compresses examples of 10,240 bytes
@@ -130,16 +130,16 @@ class CompressedText(Study):
              "though below subword tokens at equal model size; GZip and StaticAC are poor (Lester et al. 2024, "
              "Tables 12, 15, 16).")
 
-    def prepare(self, out: Path, *, smoke: bool, progress: Callable[[str], None] | None = None) -> None:
+    def prepare_inputs(self, out: Path, *, smoke: bool, progress: Callable[[str], None] | None = None) -> None:
         say = progress or (lambda _m: None)
         sizes = SMOKE if smoke else FULL
         _write_corpus(out, sizes, say)
-        m1_run = out / "m1"
-        if not (m1_run / "run.json").is_file():
+        m1_run = RunDir(out / "m1")
+        if not m1_run.is_complete():
             from isoflop.train.run import run_training
 
-            say(f"training M1 into {m1_run}")
-            run_training(m1_config(out, sizes), m1_run, resume=(m1_run / "config.json").is_file())
+            say(f"training M1 into {m1_run.path}")
+            run_training(m1_config(out, sizes), m1_run.path, resume=m1_run.is_run())
         neural = [m for m in methods(sizes.vocab) if "path" in m.tokenizer]
         for method in neural:
             _build_neural_tokenizer(out, method, say)
@@ -160,19 +160,19 @@ class CompressedText(Study):
         sizes = SMOKE if smoke else FULL
         return {m.name: m2_config(out, sizes, m) for m in methods(sizes.vocab)}
 
-    def measure(self, run_dirs: dict[str, Path], *, smoke: bool) -> dict[str, Any]:
+    def measure(self, run_dirs: dict[str, RunDir], *, smoke: bool) -> dict[str, Any]:
         from isoflop.nn.counting import param_groups
         from isoflop.train.artifacts import load_config
 
         sizes = SMOKE if smoke else FULL
-        out = next(iter(run_dirs.values())).parent.parent
+        out = next(iter(run_dirs.values())).path.parent.parent
         m1_cfg = load_config(out / "m1")
         m1_non_embedding = param_groups(m1_cfg.model_config).non_embedding
         rows, points, curves = [], [], {}
         for method in methods(sizes.vocab):
             run = run_dirs[method.name]
-            cfg = load_config(run)
-            score = score_validation(run)
+            cfg, record = load_config(run.path), run.read_record()
+            score = score_validation(run.path)
             n_params = param_groups(cfg.model_config).non_embedding
             runs_m1 = "path" in method.tokenizer
             flops = 2 * n_params / score["bytes_per_token"] + (2 * m1_non_embedding if runs_m1 else 0)
@@ -180,13 +180,13 @@ class CompressedText(Study):
                          "bytes_per_token": score["bytes_per_token"], "paper_bytes_per_token": method.paper_bytes_per_token,
                          "uniform_bpb": score["uniform_bpb"], "val_bpb": score["val_bpb"],
                          "paper_bpb": method.paper_bpb_25m, "flops_per_byte": flops,
-                         "epochs": run_record(run)["D_tokens"] / score["train_tokens"],
-                         "train_bytes": run_record(run)["D_tokens"] * score["bytes_per_token"]})
+                         "epochs": record.D_tokens / score["train_tokens"],
+                         "train_bytes": record.D_tokens * score["bytes_per_token"]})
             points.append({"label": method.label, "x": [flops], "y": [score["val_bpb"]], "style": "o"})
-            evals = eval_records(run)
-            per_step = json.loads((run / "plan.json").read_text())["tokens_per_step"]
+            evals = run.metrics.eval_records()
+            per_step = run.read_plan()["tokens_per_step"]
             curves[method.name] = {"tokens": [e["step"] * per_step for e in evals], "val_bpb": [e["val_bpb"] for e in evals]}
-        m1_bpb = score_m1(out / "m1", run_dirs["bytes"])
+        m1_bpb = score_m1(out / "m1", run_dirs["bytes"].path)
         return {
             "study": self.name, "title": "Training over compressed text: the same M2 on every tokenization",
             "claim": self.claim, "setting": _setting(out, sizes, m1_cfg, m1_non_embedding, m1_bpb, smoke),
@@ -243,18 +243,13 @@ def score_m1(m1_run: Path, bytes_run: Path) -> float:
 
 
 def _score_whole_split(model: Any, data: Any, seq_len: int) -> dict[str, float]:
-    """`evaluate` over every full `seq_len` window of the validation split, batches of 16, fp32."""
+    """The evaluation over every full `seq_len` window of the validation split, batches of 16, fp32."""
     import torch
 
-    from isoflop.data.loader import n_windows, val_batches
-    from isoflop.train.artifacts import token_bytes
-    from isoflop.train.evaluate import evaluate
+    from isoflop.train.evaluate import EvalSet, evaluate_run
 
-    tokens = data.tokens("val")
-    windows = n_windows(len(tokens), seq_len)
-    token_bytes_V = token_bytes(data.tokenizer, model.cfg.vocab_size, data.byte_share("val"))
-    return evaluate(model, val_batches(tokens, seq_len, 16, -(-windows // 16)), token_bytes_V,
-                    device=torch.device("cpu"), precision="fp32")
+    return evaluate_run(model, EvalSet.of(data, model.cfg.vocab_size), seq_len=seq_len, batch_size=16, batches=None,
+                        device=torch.device("cpu"))
 
 
 def findings(rows: list[dict[str, Any]], m1_bpb: float) -> list[str]:
@@ -331,22 +326,23 @@ def _write_corpus(out: Path, sizes: Sizes, say: Callable[[str], None]) -> None:
     # Files in a fixed pseudo-random order, not path order: the first few MB in path order are mostly the
     # generated codec tables of encodings/ (LOG.md 2026-11-22), which a model learns to 0.3 bits/byte.
     files = sorted(corpus_files(cfg), key=lambda f: hashlib.sha256(f.rel.encode()).digest())
-    tmp = out / ".corpus.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    for part in ("m1", "m2"):
-        (tmp / part).mkdir(parents=True)
-    budgets, part, written, index = {"m1": sizes.m1_bytes, "m2": sizes.m2_bytes}, "m1", 0, 0
-    for doc in iter_documents(cfg, files):
-        for start in range(0, len(doc), sizes.example_bytes):
-            example = doc[start:start + sizes.example_bytes]
-            if written + len(example) > budgets[part]:
-                if part == "m2":
-                    tmp.rename(folder)
-                    return
-                part, written = "m2", 0
-            (tmp / part / f"{index:06d}.txt").write_bytes(example)
-            written, index = written + len(example), index + 1
-    raise ConfigError("data.corpus", f"the stdlib corpus holds fewer than {sizes.m1_bytes + sizes.m2_bytes:,} bytes")
+
+    def fill(tmp: Path) -> None:
+        for part in ("m1", "m2"):
+            (tmp / part).mkdir(parents=True)
+        budgets, part, written, index = {"m1": sizes.m1_bytes, "m2": sizes.m2_bytes}, "m1", 0, 0
+        for doc in iter_documents(cfg, files):
+            for start in range(0, len(doc), sizes.example_bytes):
+                example = doc[start:start + sizes.example_bytes]
+                if written + len(example) > budgets[part]:
+                    if part == "m2":
+                        return
+                    part, written = "m2", 0
+                (tmp / part / f"{index:06d}.txt").write_bytes(example)
+                written, index = written + len(example), index + 1
+        raise ConfigError("data.corpus", f"the stdlib corpus holds fewer than {sizes.m1_bytes + sizes.m2_bytes:,} bytes")
+
+    build_dir(folder, fill)
 
 
 def _build_neural_tokenizer(out: Path, method: Method, say: Callable[[str], None]) -> None:
@@ -359,10 +355,7 @@ def _build_neural_tokenizer(out: Path, method: Method, say: Callable[[str], None
     say(f"saving the {method.name} tokenizer with M1 in {folder}")
     cfg = TokenizerConfig.from_dict({k: v for k, v in method.tokenizer.items() if k != "path"})
     tok = cfg.build_with_m1(load_model(out / "m1"))
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tok.save(tmp)
-    tmp.rename(folder)
+    build_dir(folder, tok.save)
 
 
 class _Prefixed:

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from isoflop.recipes.baseline import tiny
-from isoflop.recipes.studies import Study, run_record
+from isoflop.rundir import RunDir
+from isoflop.studies import Study
 from isoflop.train.spec import ExperimentConfig
 
 RARE_BYTE = ord("~")
@@ -71,25 +72,24 @@ def _base(corpus: Path, smoke: bool) -> ExperimentConfig:
     return ExperimentConfig.from_dict(apply_overrides(tiny().to_dict(), overrides, ExperimentConfig))
 
 
-def rare_row_trace(run_dir: Path, token_id: int) -> list[dict[str, float]]:
+def rare_row_trace(run_dir: str | Path | RunDir, token_id: int) -> list[dict[str, float]]:
     """max |θ| and mean |θ| of the input-embedding row `token_id` at every checkpoint of the run."""
     from isoflop.train import checkpoint
 
-    out = []
-    for step in checkpoint.list_steps(run_dir):
-        state, _, _ = checkpoint.load(Path(run_dir) / "checkpoints" / checkpoint.step_dir_name(step),
-                                      with_optimizer=False)
+    run, out = RunDir(run_dir), []
+    for step in run.checkpoint_steps():
+        state, _, _ = checkpoint.load(run.step_dir(step), with_optimizer=False)
         row = state["embed.weight"][token_id].abs()
         out.append({"step": step, "max_abs": float(row.max()), "mean_abs": float(row.mean())})
     return out
 
 
-def frequent_rows(run_dir: Path, token_ids: list[int]) -> tuple[float, float]:
+def frequent_rows(run_dir: str | Path | RunDir, token_ids: list[int]) -> tuple[float, float]:
     """(mean over `token_ids` of each final input-embedding row's max |θ|, mean |θ| over those rows): what a
     frequent token's row looks like."""
     from isoflop.train import checkpoint
 
-    state, _, _ = checkpoint.load(checkpoint.latest(run_dir), with_optimizer=False)
+    state, _, _ = checkpoint.load(RunDir(run_dir).checkpoint(), with_optimizer=False)
     rows = state["embed.weight"][token_ids].abs()
     return float(rows.amax(dim=1).mean()), float(rows.mean())
 
@@ -101,16 +101,13 @@ class SignOptimizerEmbeddings(Study):
              "seen token settle at ±1/λ; updating only present rows (lazy), AdamW for the embedding, or tied "
              "embeddings keep them bounded (Su, kexue.fm 9736).")
 
-    def prepare(self, out: Path, *, smoke: bool, progress: Callable[[str], None] | None = None) -> None:
+    def prepare_inputs(self, out: Path, *, smoke: bool, progress: Callable[[str], None] | None = None) -> None:
+        from isoflop.rundir.atomic import build_dir
+
         folder = out / "corpus"
         if not folder.is_dir():  # written once: the runs' shards are keyed by its contents
             n_docs, size = (16, 1500) if smoke else (48, 2700)  # full: ~128 kB, an epoch is ~500 steps
-            tmp = out / ".corpus.tmp"
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
-            write_corpus(tmp, n_docs=n_docs, doc_bytes=size)
-            tmp.rename(folder)
+            build_dir(folder, lambda tmp: write_corpus(tmp, n_docs=n_docs, doc_bytes=size))
 
     def runs(self, out: Path, *, smoke: bool) -> dict[str, ExperimentConfig]:
         from isoflop.config import apply_overrides
@@ -125,13 +122,13 @@ class SignOptimizerEmbeddings(Study):
             runs[name] = ExperimentConfig.from_dict(apply_overrides(base.to_dict(), o, ExperimentConfig))
         return runs
 
-    def measure(self, run_dirs: dict[str, Path], *, smoke: bool) -> dict[str, Any]:
+    def measure(self, run_dirs: dict[str, RunDir], *, smoke: bool) -> dict[str, Any]:
         import numpy as np
 
         from isoflop.data.shards import prepare
         from isoflop.train.artifacts import load_config
 
-        cfg = load_config(run_dirs[RUNS[0][0]])
+        cfg = load_config(run_dirs[RUNS[0][0]].path)
         train_tokens = prepare(cfg.data).tokens("train")
         counts = np.bincount(np.asarray(train_tokens, dtype=np.int64), minlength=257)
         frequent = [int(i) for i in np.argsort(counts)[::-1][:20] if counts[i] > 0 and i != RARE_BYTE]
@@ -144,10 +141,10 @@ class SignOptimizerEmbeddings(Study):
             final = trace[-1]
             frequent_max, frequent_mean = frequent_rows(run, frequent)
             rows.append({"run": name, "optimizer": kind, "embeddings": embeddings or "-", "tied": tied,
-                         "lr": load_config(run).optim.lr, "bound": bound, "rare_max": final["max_abs"],
+                         "lr": load_config(run.path).optim.lr, "bound": bound, "rare_max": final["max_abs"],
                          "rare_mean": final["mean_abs"], "rare_max_over_bound": final["max_abs"] / bound,
                          "frequent_max": frequent_max, "frequent_mean": frequent_mean,
-                         "val_loss": run_record(run)["val_loss"]})
+                         "val_loss": run.read_record().val_loss})
             style = "-" if kind != "adamw" else "k--"
             series.append({"label": name, "x": [t["step"] for t in trace], "y": [t["max_abs"] for t in trace],
                            "style": style})

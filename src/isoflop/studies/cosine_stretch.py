@@ -7,13 +7,13 @@ run sees the same tokens in the same order from the same initialisation, so only
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from isoflop.recipes.baseline import tiny
-from isoflop.recipes.studies import Study, eval_records, run_record
+from isoflop.rundir import RunDir
+from isoflop.studies import Study
 from isoflop.train.spec import ExperimentConfig
 
 #: Cycle lengths as multiples of the run (Chinchilla's Fig. A1 compares 1.0 to 5.0; 1.1-1.5 is its "slightly
@@ -59,20 +59,20 @@ class CosineStretch(Study):
         base = smoke_base() if smoke else full_base()
         return {_name(s): replace(base, schedule=replace(base.schedule, stretch=s)) for s in STRETCHES}
 
-    def measure(self, run_dirs: dict[str, Path], *, smoke: bool) -> dict[str, Any]:
+    def measure(self, run_dirs: dict[str, RunDir], *, smoke: bool) -> dict[str, Any]:
         from isoflop.train.artifacts import load_config
 
         rows, loss_series, lr_series, curves = [], [], [], {}
         for s in STRETCHES:
             name = _name(s)
             run = run_dirs[name]
-            cfg, plan = load_config(run), json.loads((run / "plan.json").read_text())
+            cfg, plan = load_config(run.path), run.read_plan()
             steps, per_step = plan["steps"], plan["tokens_per_step"]
-            evals = eval_records(run)
+            evals = run.metrics.eval_records()
             lr = [cfg.optim.lr * cfg.schedule.multiplier(k, steps) for k in range(steps)]
-            record = run_record(run)
-            rows.append({"stretch": s, "final_lr_fraction": lr[-1] / cfg.optim.lr, "val_loss": record["val_loss"],
-                         "val_bpb": record["val_bpb"], "tokens": record["D_tokens"]})
+            record = run.read_record()
+            rows.append({"stretch": s, "final_lr_fraction": lr[-1] / cfg.optim.lr, "val_loss": record.val_loss,
+                         "val_bpb": record.val_bpb, "tokens": record.D_tokens})
             curves[name] = {"tokens": [e["step"] * per_step for e in evals], "val_loss": [e["val_loss"] for e in evals],
                             "lr": lr}
             loss_series.append({"label": f"stretch {s:g}", "x": curves[name]["tokens"], "y": curves[name]["val_loss"],
@@ -83,7 +83,7 @@ class CosineStretch(Study):
         base_loss = rows[0]["val_loss"]
         for r in rows:
             r["delta_vs_1"] = r["val_loss"] - base_loss
-        cfg0 = load_config(run_dirs[_name(1.0)])
+        cfg0 = load_config(run_dirs[_name(1.0)].path)
         shape = cfg0.model
         setting = (f"{'SMOKE (seconds-long, not a measurement): ' if smoke else ''}the `tiny` recipe narrowed: d_model "
                    f"{shape.d_model}, {shape.n_layers} layers, {cfg0.data.tokenizer.kind} tokenizer, seq_len "

@@ -1,4 +1,4 @@
-"""recipes/studies/compressed_text: the corpus split, the runs (one M2 shape, one tokenization each), the
+"""studies/compressed_text: the corpus split, the runs (one M2 shape, one tokenization each), the
 measurements against an independent recount of the validation text, and the ordering statements; end to end
 through `isoflop report compressed-text --smoke`."""
 
@@ -14,7 +14,7 @@ from isoflop.cli import main
 from isoflop.data.config import DataConfig
 from isoflop.data.corpus import iter_documents
 from isoflop.data.shards import is_val_document
-from isoflop.recipes.studies.compressed_text import SMOKE, _swaps, findings, methods, score_validation
+from isoflop.studies.compressed_text import SMOKE, _swaps, findings, methods, score_validation
 from isoflop.train.artifacts import load_config, load_tokenizer
 
 

@@ -18,7 +18,8 @@ from typing import Any
 
 from isoflop.recipes.baseline import tiny
 from isoflop.recipes.sparse import mod_tiny, mode_tiny, moe_tiny
-from isoflop.recipes.studies import Study, eval_records, run_record
+from isoflop.rundir import RunDir
+from isoflop.studies import Study
 from isoflop.train.spec import ExperimentConfig
 
 #: Three times the recipes' 240 steps: at 240 the sparse variants have not caught up yet (LOG.md, 2026-11-22).
@@ -80,28 +81,25 @@ class SparseIsoflop(Study):
         budget = (SMOKE_DENSE_STEPS if smoke else DENSE_STEPS) * flops_per_step(bases["dense"])
         return {name: _with_steps(cfg, round(budget / flops_per_step(cfg))) for name, cfg in bases.items()}
 
-    def measure(self, run_dirs: dict[str, Path], *, smoke: bool) -> dict[str, Any]:
-        import json
-
+    def measure(self, run_dirs: dict[str, RunDir], *, smoke: bool) -> dict[str, Any]:
         from isoflop.train.artifacts import load_config
 
         rows, curves = [], {}
         for name in VARIANTS:
             run = run_dirs[name]
-            cfg, record = load_config(run), run_record(run)
+            cfg, record = load_config(run.path), run.read_record()
             per_step = flops_per_step(cfg)
-            trains = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
-                      if r.get("kind") == "train"]
+            trains = run.metrics.train_records()
             elapsed = {r["step"]: r["elapsed_s"] for r in trains}
             accuracy = [v for k, v in trains[-1].items() if k.endswith(".predictor_accuracy")]
-            evals = [e for e in eval_records(run) if e["step"] in elapsed]
+            evals = [e for e in run.metrics.eval_records() if e["step"] in elapsed]
             curves[name] = {"flops": [e["step"] * per_step for e in evals], "seconds": [elapsed[e["step"]] for e in evals],
                             "val_loss": [e["val_loss"] for e in evals]}
-            rows.append({"variant": LABELS[name], "steps": record["steps"], "tokens": record["D_tokens"],
-                         "flops": record["flops"], "flops_per_token": record["flops_per_token"],
-                         "wall_s": trains[-1]["elapsed_s"], "s_per_step": trains[-1]["elapsed_s"] / record["steps"],
-                         "val_loss": record["val_loss"], "val_bpb": record["val_bpb"],
-                         "val_loss_causal": record.get("val_loss_causal"),
+            rows.append({"variant": LABELS[name], "steps": record.steps, "tokens": record.D_tokens,
+                         "flops": record.flops, "flops_per_token": record.flops_per_token,
+                         "wall_s": trains[-1]["elapsed_s"], "s_per_step": trains[-1]["elapsed_s"] / record.steps,
+                         "val_loss": record.val_loss, "val_bpb": record.val_bpb,
+                         "val_loss_causal": record.val_loss_causal,
                          "predictor_accuracy": sum(accuracy) / len(accuracy) if accuracy else None,
                          "capacity": getattr(cfg.model.mod, "capacity", None)})
         for row in rows:
