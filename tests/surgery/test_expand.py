@@ -13,7 +13,6 @@ from safetensors.torch import load_file
 from isoflop.cli import main
 from isoflop.cli.common import load_experiment
 from isoflop.rundir import RunDir
-from isoflop.train import checkpoint
 from isoflop.train.artifacts import load_model
 from isoflop.train.distill import kl_to_teacher
 from isoflop.train.run import run_training
