@@ -5,7 +5,7 @@ their own attention (rerope.py), whose cache holds unrotated keys.
 
 Routed modules (MoE layers, MoD blocks) talk to the trainer through plain attributes, set on each forward:
     aux_loss: Tensor | None       their weighted auxiliary loss (in the graph), summed by `aux_loss()`
-    stats: dict[str, Tensor]      detached scalars for metrics.jsonl, gathered by `routing_stats()`
+    stats: dict[str, Tensor]      detached scalars for the metrics log, gathered by `routing_stats()`
 and optionally define `after_optimizer_step()` (e.g. the aux-loss-free bias update), `non_causal_reason()`
 (why the module cannot be used for sampling, or None) and a `causal_routing` flag that sampling switches on.
 """

@@ -42,7 +42,7 @@ EXPERT_TENSORS = ("gate_proj", "up_proj", "down_proj")
 def expand(run_dir: str | Path, out_dir: str | Path, *, new_experts: int, freeze_old: bool = False,
            distill: float = 0.0, entry_rate: float = 1e-2, steps: int | None = None, seed: int = 0,
            overrides: list[str] | None = None) -> dict[str, Any]:
-    """Write the expanded run into `out_dir`; returns the record saved as out_dir/expand.json."""
+    """Write the expanded run into `out_dir`; returns the record it saves there (RunDir.surgery_file)."""
     src, out = Path(run_dir).resolve(), Path(out_dir)
     old_cfg, old_state, _, state = read_run(src)
     old = _check_source(old_cfg, src)

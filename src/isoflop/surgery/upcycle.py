@@ -34,7 +34,7 @@ EXPERT_TENSORS = ("gate_proj", "up_proj", "down_proj")
 def upcycle(run_dir: str | Path, out_dir: str | Path, *, experts: int, top_k: int, every: int = 2,
             router: RouterConfig | None = None, noise: float = 0.0, reuse_optimizer: bool = False,
             steps: int | None = None, seed: int = 0) -> dict[str, Any]:
-    """Write the upcycled run into `out_dir`; returns the record also saved as out_dir/upcycle.json."""
+    """Write the upcycled run into `out_dir`; returns the record it saves there (RunDir.surgery_file)."""
     src, out = Path(run_dir), Path(out_dir)
     dense_cfg, dense_state, dense_optim, state = read_run(src, with_optimizer=reuse_optimizer)
     if dense_cfg.model.ffn.kind != "dense":

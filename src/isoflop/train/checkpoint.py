@@ -1,5 +1,5 @@
-"""Step checkpoints: what lies inside a run directory's checkpoints/step_NNNNNNN/ (the folder names are the
-run directory's, rundir/layout.py):
+"""Step checkpoints: what lies inside one checkpoint folder of a run directory (where the folders are and how
+they are named is the run directory's, rundir/layout.py):
 
     model.safetensors   the model's full (unsharded) state; tensors shared by tying stored once
     optimizer.pt        the optimizer's full state, keyed by parameter name

@@ -1,6 +1,6 @@
 """Training time as opposed to wall time: evaluations and checkpoints pause the training clock.
 
-Throughput (`tokens_per_s`), `elapsed_s` in metrics.jsonl, the seconds a checkpoint keeps and the record's
+Throughput (`tokens_per_s`), `elapsed_s` in the metrics log, the seconds a checkpoint keeps and the record's
 `training_time_s` all count steps only, so a run that evaluates more often does not look slower; `wall_time_s`
 counts everything. Both carry over a resume (a checkpoint keeps both).
 """

@@ -21,7 +21,7 @@ from isoflop.train.trainer import Trainer
 
 
 def saved_config(data: dict) -> dict:
-    """A saved config.json read through today's schema: a field added since, at its default, is no difference."""
+    """A saved run config read through today's schema: a field added since, at its default, is no difference."""
     return ExperimentConfig.from_dict(data).to_dict()
 
 

@@ -201,7 +201,7 @@ class Trainer:
         parallel.barrier(self.ctx)
 
     def finish(self) -> RunRecord:
-        """The final evaluation and checkpoint, then run.json: the record that marks the run complete."""
+        """The final evaluation and checkpoint, then the run record, which marks the run complete."""
         assert self.clock is not None
         training_s = self.clock.training_s
         with self.clock.paused():
