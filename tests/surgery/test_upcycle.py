@@ -106,7 +106,7 @@ def test_fresh_optimizer_path_trains_from_step_zero(dense_run, tmp_path):
 
 def test_training_breaks_the_copies_symmetry_without_noise(dense_run, tmp_path):
     """Without --noise the experts start as exact copies, but the fresh router sends them different tokens, so
-    one step of training makes them differ (reference §6.3, symmetry breaking)."""
+    one step of training makes them differ: identical copies must not stay identical (Komatsuzaki et al. 2023)."""
     out = tmp_path / "moe"
     assert main(["upcycle", str(dense_run), "--out", str(out), "--experts", "2", "--top-k", "1",
                  "--steps", "1"]) == 0

@@ -1,6 +1,7 @@
 """rope-extrapolation: one model trained at a short length, evaluated far past it with each RoPE kind switched
-on at evaluation time (reference notes §4: PI, NTK-aware, dynamic NTK, YaRN, Llama 3, ReRoPE, Leaky ReRoPE,
-log-n scaling; Su, kexue.fm 9675 / 9706 / 9708).
+on at evaluation time: Position Interpolation (Chen et al. 2023), NTK-aware and dynamic NTK scaling (Su,
+kexue.fm 9675), YaRN (Peng et al. 2023), Llama 3's interpolation (Meta 2024), ReRoPE and Leaky ReRoPE with log-n
+scaling (Su, kexue.fm 9706 / 9708); nn/rope.py has each kind's formula.
 
 The weights never change; only `model.rope` does, with the extension factor s = L / L_train at each evaluated
 length L (1 at and below the training length, where every kind with a factor is plain RoPE).

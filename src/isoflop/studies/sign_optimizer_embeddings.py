@@ -1,5 +1,6 @@
 """sign-optimizer-embeddings: under Lion / Tiger the input-embedding row of a rare token drifts to ±1/λ (Su,
-kexue.fm 9736; reference notes §5), and the remedies keep it bounded.
+kexue.fm 9736; the fixed point of a sign step against decoupled decay: θ = sign(m)/λ), and the remedies keep it
+bounded.
 
 The study writes its own corpus (so nothing is downloaded): documents of random words over a small alphabet,
 with one byte (RARE_BYTE) that occurs exactly once, early in one training document. With the byte tokenizer
