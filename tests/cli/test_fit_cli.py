@@ -10,7 +10,7 @@ import pytest
 from isoflop.cli import main
 from isoflop.science.laws import PRESETS
 
-LAW = PRESETS["hoffmann-tex"]
+LAW = PRESETS.get("hoffmann-tex")
 
 
 def _table(path, points):

@@ -35,7 +35,7 @@ def plan_json(capsys, *args):
 
 @pytest.fixture
 def fit_file(tmp_path):
-    law = PRESETS["epoch"]
+    law = PRESETS.get("epoch")
     rng = np.random.default_rng(0)
     theta = np.array([math.log(law.A), math.log(law.B), math.log(law.E), law.alpha, law.beta])
     sd = np.array([0.25, 0.5, 0.014, 0.015, 0.02])

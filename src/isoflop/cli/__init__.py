@@ -25,7 +25,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _verbs() -> dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argparse.ArgumentParser], None], str]]:
-    from isoflop.cli import export, fit, frontier, inspect, plan, surgery, train
+    from isoflop.cli import budget, export, fit, frontier, inspect, surgery, train
     from isoflop.cli import report as report_verb
     from isoflop.cli import tokenizer as tokenizer_verb
 
@@ -36,7 +36,7 @@ def _verbs() -> dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[a
         "sample": (inspect.sample, inspect.add_sample_args, "generate text from a run's model"),
         "export": (export.export, export.add_export_args, "export a run to Hugging Face format"),
         "fit": (fit.fit, fit.add_fit_args, "fit a scaling law to runs: Chinchilla approaches 1, 2, 3"),
-        "plan": (plan.plan, plan.add_plan_args, "how to spend a compute budget: N_opt, D_opt, loss, and more"),
+        "plan": (budget.plan, budget.add_plan_args, "how to spend a compute budget: N_opt, D_opt, loss, and more"),
         "frontier": (frontier.frontier, frontier.add_frontier_args,
                      "the loss-vs-cost Pareto frontier of several runs and where the lead changes"),
         "upcycle": (surgery.upcycle, surgery.add_upcycle_args,
