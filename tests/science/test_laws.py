@@ -184,3 +184,33 @@ def test_array_valued_law_is_a_batch_of_laws():
     assert ratios == pytest.approx([PRESETS.get("epoch").tokens_per_param(CHINCHILLA_C),
                                     PRESETS.get("hoffmann-tex").tokens_per_param(CHINCHILLA_C)], rel=1e-12)
     assert math.isclose(ChinchillaLaw.from_log(*thetas[0]).A, PRESETS.get("epoch").A, rel_tol=1e-15)
+
+
+@settings(max_examples=100, deadline=None)
+@given(law=laws, log_c=st.floats(15.0, 30.0))
+def test_closed_form_inverses(law, log_c):
+    # the tokens with which N_opt(C) is compute-optimal are D_opt(C); the least-compute (N, D) reaching the
+    # compute-optimal loss at C is the compute-optimal point of C itself
+    C = 10.0**log_c
+    N, D = law.optimal(C)
+    assert law.optimal_tokens(N) == pytest.approx(D, rel=1e-9)
+    if law.loss_at(C) - law.E > 1e-9 * law.E:
+        N_l, D_l = law.optimal_at_loss(law.loss_at(C))
+        assert N_l == pytest.approx(N, rel=1e-6) and D_l == pytest.approx(D, rel=1e-6)
+
+
+def test_every_law_says_its_chinchilla_form():
+    # the planner asks a law for its Chinchilla form instead of inspecting its type
+    assert PRESETS.get("epoch").chinchilla is PRESETS.get("epoch")
+    assert PRESETS.get("muennighoff").chinchilla is PRESETS.get("muennighoff").base
+    assert PRESETS.get("kaplan").chinchilla is None
+    with pytest.raises(ScienceError, match="irreducible") as info:
+        PRESETS.get("epoch").optimal_at_loss(1.5)
+    assert info.value.key == "loss"
+
+
+def test_unknown_preset_suggests_the_closest():
+    with pytest.raises(ScienceError, match="did you mean 'hoffmann'"):
+        parse_law("hofman")
+    with pytest.raises(ScienceError, match="did you mean 'alpha'"):
+        parse_law("E=1.8,A=480,B=2100,alhpa=0.35,beta=0.37")
