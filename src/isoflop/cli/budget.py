@@ -6,10 +6,14 @@ import argparse
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from isoflop.cli.common import print_json
 from isoflop.config import ConfigError
+
+if TYPE_CHECKING:
+    from isoflop.science.laws import Law
+    from isoflop.science.uncertainty import Uncertainty
 
 DEFAULT_LAW = "epoch"
 PLOT_DECADES = 3.0
@@ -101,7 +105,7 @@ def _need_budget(args: argparse.Namespace) -> None:
                                      "(or ask --loss L --inference-tokens T, which needs none)")
 
 
-def _law(args: argparse.Namespace) -> tuple[Any, str, Any]:
+def _law(args: argparse.Namespace) -> tuple[Law, str, Uncertainty | None]:
     from isoflop.science.laws import parse_law
     from isoflop.science.uncertainty import law_from_fit
 
@@ -184,14 +188,14 @@ def plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _inference(args: argparse.Namespace, law: Any) -> dict[str, Any]:
+def _inference(args: argparse.Namespace, law: Law) -> dict[str, Any]:
     from isoflop.science.inference_plan import inference_aware
 
     return _section("--loss", lambda: inference_aware(law, args.loss, args.inference_tokens))
 
 
-def _budget_sections(args: argparse.Namespace, out: dict[str, Any], law: Any, name: str, C: float,
-                     uncertainty: Any, k_values: list[float] | None) -> None:
+def _budget_sections(args: argparse.Namespace, out: dict[str, Any], law: Law, name: str, C: float,
+                     uncertainty: Uncertainty | None, k_values: list[float] | None) -> None:
     """Every section asked about a budget C, added to `out` in the order the text table shows them."""
     from isoflop.science.data_constrained import data_constrained
     from isoflop.science.overhead import DEFAULT_K_N, overhead_table
@@ -224,7 +228,8 @@ def _section(key: str, compute: Any) -> Any:
     return result if isinstance(result, dict) else result.to_dict()
 
 
-def _plot(path: str, law: Any, name: str, C: float, out: dict[str, Any], uncertainty: Any, level: float) -> str:
+def _plot(path: str, law: Law, name: str, C: float, out: dict[str, Any], uncertainty: Uncertainty | None,
+          level: float) -> str:
     import numpy as np
 
     from isoflop.science.plots import plot_allocation
