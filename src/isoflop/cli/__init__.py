@@ -42,7 +42,7 @@ VERBS: Registry[Verb] = Registry("verb", {
     "sample": Verb("inspect:sample", "inspect:add_sample_args", "generate text from a run's model"),
     "export": Verb("export:export", "export:add_export_args", "export a run to Hugging Face format"),
     "fit": Verb("fit:fit", "fit:add_fit_args", "fit a scaling law to runs: Chinchilla approaches 1, 2, 3"),
-    "plan": Verb("plan:plan", "plan:add_plan_args", "how to spend a compute budget: N_opt, D_opt, loss, and more"),
+    "plan": Verb("budget:plan", "budget:add_plan_args", "how to spend a compute budget: N_opt, D_opt, loss, and more"),
     "frontier": Verb("frontier:frontier", "frontier:add_frontier_args",
                      "the loss-vs-cost Pareto frontier of several runs and where the lead changes"),
     "upcycle": Verb("surgery:upcycle", "surgery:add_upcycle_args",

@@ -6,10 +6,14 @@ import argparse
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from isoflop.cli.common import print_json
 from isoflop.config import ConfigError
+
+if TYPE_CHECKING:
+    from isoflop.science.laws import Law
+    from isoflop.science.uncertainty import Uncertainty
 
 DEFAULT_LAW = "epoch"
 PLOT_DECADES = 3.0
@@ -17,7 +21,11 @@ PLOT_DECADES = 3.0
 
 
 def add_plan_args(parser: argparse.ArgumentParser) -> None:
-    budget = parser.add_argument_group("budget (give --flops, or all of --gpu-hours, --mfu and --peak-flops)")
+    from isoflop.science.bootstrap import DEFAULT_LEVEL
+    from isoflop.science.laws import PRESETS
+
+    budget = parser.add_argument_group("budget (give --flops, or all of --gpu-hours, --mfu and --peak-flops; "
+                                       "--loss with --inference-tokens alone needs none)")
     budget.add_argument("--flops", type=float, metavar="C", help="training compute in FLOPs, e.g. 1e23")
     budget.add_argument("--gpu-hours", type=float, metavar="H", help="GPU-hours; C = H * 3600 * P * MFU")
     budget.add_argument("--mfu", type=float, metavar="M", help="model-FLOPs utilisation in (0, 1], e.g. 0.4")
@@ -25,7 +33,7 @@ def add_plan_args(parser: argparse.ArgumentParser) -> None:
                         help="peak FLOP/s of one GPU at the training precision, e.g. 989e12 (H100 SXM bf16 dense)")
     law = parser.add_argument_group("law")
     law.add_argument("--law", metavar="NAME|key=value,...",
-                     help=f"a preset (hoffmann, hoffmann-tex, epoch, kaplan, muennighoff), parameters "
+                     help=f"a preset ({', '.join(PRESETS.names())}), parameters "
                           f"E=..,A=..,B=..,alpha=..,beta=.., or a preset with overrides (epoch,E=1.8). Default "
                           f"{DEFAULT_LAW}: Epoch AI's 2024 re-fit of Hoffmann et al.'s own data corrects the "
                           f"original optimizer's early stop and rounding, and agrees with Hoffmann's approaches 1 "
@@ -33,13 +41,13 @@ def add_plan_args(parser: argparse.ArgumentParser) -> None:
     law.add_argument("--fit", metavar="FIT.json",
                      help="the law from `isoflop fit --json` output instead of --law; bootstrap samples (or "
                           "standard errors) in it give intervals")
-    law.add_argument("--level", type=float, default=0.8,
-                     help="interval level for --fit with bootstrap (default 0.8: 10th-90th percentiles, as "
-                          "Epoch AI and Hoffmann report)")
+    law.add_argument("--level", type=float, default=DEFAULT_LEVEL,
+                     help=f"interval level for --fit with bootstrap (default {DEFAULT_LEVEL:g}: 10th-90th "
+                          "percentiles, as Epoch AI and Hoffmann report)")
     extra = parser.add_argument_group("further questions")
     extra.add_argument("--inference-tokens", type=float, metavar="T",
                        help="tokens the model will serve in its lifetime; with --loss: the model of least "
-                            "training + inference FLOPs reaching that loss (Sardana et al. 2024)")
+                            "training + inference FLOPs reaching that loss (Sardana et al. 2024; needs no budget)")
     extra.add_argument("--loss", type=float, metavar="L", help="target loss for --inference-tokens (nats/token)")
     extra.add_argument("--unique-tokens", type=float, metavar="U",
                        help="unique tokens available: the best split when data must repeat (Muennighoff et al. "
@@ -62,8 +70,9 @@ def _finite(key: str, value: float | None, *, positive: bool = True) -> None:
         raise ConfigError(key, f"must be a {'positive' if positive else 'non-negative'} finite number, got {value}")
 
 
-def _budget(args: argparse.Namespace) -> tuple[float, dict[str, float] | None]:
-    from isoflop.science.plan import flops_from_gpu_hours
+def _budget(args: argparse.Namespace) -> tuple[float | None, dict[str, float] | None]:
+    """The training budget C in FLOPs (None when none is given) and, from GPU-hours, what it was made of."""
+    from isoflop.science.compute_optimal import flops_from_gpu_hours
 
     trio = {"--gpu-hours": args.gpu_hours, "--mfu": args.mfu, "--peak-flops": args.peak_flops}
     given = [k for k, v in trio.items() if v is not None]
@@ -73,7 +82,7 @@ def _budget(args: argparse.Namespace) -> tuple[float, dict[str, float] | None]:
         _finite("--flops", args.flops)
         return args.flops, None
     if not given:
-        raise ConfigError("--flops", "give a budget: --flops C, or --gpu-hours H --mfu M --peak-flops P")
+        return None, None
     missing = [k for k in trio if k not in given]
     if missing:
         raise ConfigError(missing[0], f"is needed with {', '.join(given)} (C = H * 3600 * P * MFU)")
@@ -85,9 +94,20 @@ def _budget(args: argparse.Namespace) -> tuple[float, dict[str, float] | None]:
     return C, {"gpu_hours": args.gpu_hours, "mfu": args.mfu, "peak_flops": args.peak_flops}
 
 
-def _law(args: argparse.Namespace) -> tuple[Any, str, Any]:
+def _need_budget(args: argparse.Namespace) -> None:
+    """Without a budget only the inference-aware question can be answered: name the first option that needs one."""
+    needs = [k for k, v in (("--unique-tokens", args.unique_tokens), ("--overhead", args.overhead),
+                            ("--shape", args.shape or None), ("--plot", args.plot)) if v is not None]
+    if needs:
+        raise ConfigError(needs[0], "needs a budget: give --flops C, or --gpu-hours H --mfu M --peak-flops P")
+    if args.inference_tokens is None:
+        raise ConfigError("--flops", "give a budget: --flops C, or --gpu-hours H --mfu M --peak-flops P "
+                                     "(or ask --loss L --inference-tokens T, which needs none)")
+
+
+def _law(args: argparse.Namespace) -> tuple[Law, str, Uncertainty | None]:
     from isoflop.science.laws import parse_law
-    from isoflop.science.plan import law_from_fit
+    from isoflop.science.uncertainty import law_from_fit
 
     if args.fit is not None:
         if args.law is not None:
@@ -120,27 +140,8 @@ def _k_values(text: str) -> list[float] | None:
     return values
 
 
-def _law_dict(law: Any, name: str) -> dict[str, Any]:
-    from isoflop.science.plan import chinchilla_params
-
-    out: dict[str, Any] = {"name": name, **law.to_dict()}
-    try:
-        E, A, B, alpha, beta = chinchilla_params(law)
-    except ValueError:
-        out["N"] = "non-embedding parameters (Kaplan)"
-        return out
-    out.update(a=beta / (alpha + beta), b=alpha / (alpha + beta),
-               G=(alpha * A / (beta * B)) ** (1 / (alpha + beta)), N="total parameters")
-    return out
-
-
-def plan(args: argparse.Namespace) -> int:
-    from isoflop.science import plan as P
-    from isoflop.science.data_constrained import data_constrained
-    from isoflop.science.inference_plan import inference_aware
-    from isoflop.science.overhead import DEFAULT_K_N, overhead_table
-
-    C, budget = _budget(args)
+def _check(args: argparse.Namespace) -> None:
+    """The options that need no law, checked before any work."""
     if (args.inference_tokens is None) != (args.loss is None):
         missing, given = ("--loss", "--inference-tokens") if args.loss is None else ("--inference-tokens", "--loss")
         raise ConfigError(missing, f"is needed with {given} (the inference-aware plan needs both)")
@@ -151,45 +152,71 @@ def plan(args: argparse.Namespace) -> int:
         raise ConfigError("--level", f"must be in (0, 1), got {args.level}")
     if args.vocab_size < 1:
         raise ConfigError("--vocab-size", f"must be positive, got {args.vocab_size}")
-    k_values = _k_values(args.overhead) if args.overhead is not None else None
     if args.plot is not None and not Path(args.plot).resolve().parent.is_dir():
         raise ConfigError(args.plot, "the folder for the plot does not exist")
-    law, name, uncertainty = _law(args)
 
+
+def plan(args: argparse.Namespace) -> int:
+    from isoflop.science.compute_optimal import compute_optimal, describe_law
+    from isoflop.science.plan_text import render_plan
+
+    C, budget = _budget(args)
+    _check(args)
+    if C is None:
+        _need_budget(args)
+    k_values = _k_values(args.overhead) if args.overhead is not None else None
+    law, name, uncertainty = _law(args)
     asked = [k for k, v in (("--inference-tokens", args.inference_tokens), ("--unique-tokens", args.unique_tokens),
                             ("--overhead", args.overhead)) if v is not None]
-    if asked:
-        try:
-            P.chinchilla_params(law)
-        except ValueError:
-            raise ConfigError("--law", f"{name} is not of Chinchilla form E + A/N^alpha + B/D^beta, which "
-                                       f"{', '.join(asked)} needs") from None
-    p = P.compute_optimal(law, C)
-    out: dict[str, Any] = {**p.to_dict(), "law": _law_dict(law, name)}
+    if asked and law.chinchilla is None:
+        raise ConfigError("--law", f"{name} is not of Chinchilla form E + A/N^alpha + B/D^beta, which "
+                                   f"{', '.join(asked)} needs")
+    out: dict[str, Any] = {}
+    if C is not None:
+        out.update(compute_optimal(law, C).to_dict())
+    out["law"] = describe_law(law, name)
     if budget is not None:
         out["budget"] = budget
+    if C is not None:
+        _budget_sections(args, out, law, name, C, uncertainty, k_values)
+    elif args.inference_tokens is not None:
+        out["inference_aware"] = _inference(args, law)
+    if args.json:
+        print_json(out)
+    else:
+        print(render_plan(out))
+    return 0
+
+
+def _inference(args: argparse.Namespace, law: Law) -> dict[str, Any]:
+    from isoflop.science.inference_plan import inference_aware
+
+    return _section("--loss", lambda: inference_aware(law, args.loss, args.inference_tokens))
+
+
+def _budget_sections(args: argparse.Namespace, out: dict[str, Any], law: Law, name: str, C: float,
+                     uncertainty: Uncertainty | None, k_values: list[float] | None) -> None:
+    """Every section asked about a budget C, added to `out` in the order the text table shows them."""
+    from isoflop.science.data_constrained import data_constrained
+    from isoflop.science.overhead import DEFAULT_K_N, overhead_table
+    from isoflop.science.uncertainty import budget_intervals
+
     if uncertainty is not None:
-        out["intervals"] = P.budget_intervals(law, C, uncertainty, level=args.level)
+        out["intervals"] = budget_intervals(law, C, uncertainty, level=args.level)
     if args.inference_tokens is not None:
-        out["inference_aware"] = _section("--loss", lambda: inference_aware(law, args.loss, args.inference_tokens))
+        out["inference_aware"] = _inference(args, law)
     if args.unique_tokens is not None:
-        out["data_constrained"] = _section("--unique-tokens",
-                                           lambda: data_constrained(law, C, args.unique_tokens))
+        out["data_constrained"] = _section("--unique-tokens", lambda: data_constrained(law, C, args.unique_tokens))
     if args.overhead is not None:
         table = _section("--overhead", lambda: overhead_table(law, C, k_values or DEFAULT_K_N))
         out["overhead"] = {**table, "rows": [row.to_dict() for row in table["rows"]]}
     if args.shape:
         from isoflop.science.shape import model_shape
 
-        out["shape"] = _section("--shape", lambda: model_shape(p.N_opt, vocab_size=args.vocab_size,
+        out["shape"] = _section("--shape", lambda: model_shape(out["N_opt"], vocab_size=args.vocab_size,
                                                                tie_embeddings=args.tie_embeddings))
     if args.plot is not None:
         out["plot"] = _plot(args.plot, law, name, C, out, uncertainty, args.level)
-    if args.json:
-        print_json(out)
-    else:
-        print(describe(out))
-    return 0
 
 
 def _section(key: str, compute: Any) -> Any:
@@ -201,11 +228,12 @@ def _section(key: str, compute: Any) -> Any:
     return result if isinstance(result, dict) else result.to_dict()
 
 
-def _plot(path: str, law: Any, name: str, C: float, out: dict[str, Any], uncertainty: Any, level: float) -> str:
+def _plot(path: str, law: Law, name: str, C: float, out: dict[str, Any], uncertainty: Uncertainty | None,
+          level: float) -> str:
     import numpy as np
 
-    from isoflop.science.plan import allocation_curve
     from isoflop.science.plots import plot_allocation
+    from isoflop.science.uncertainty import allocation_curve
 
     flops = C * np.logspace(-PLOT_DECADES, PLOT_DECADES, 61)
     curve = allocation_curve(law, flops, uncertainty, level=level)
@@ -222,74 +250,3 @@ def _plot(path: str, law: Any, name: str, C: float, out: dict[str, Any], uncerta
     except (OSError, ValueError) as e:
         raise ConfigError(path, f"cannot write the plot: {e}") from None
     return path
-
-
-def _g(x: float | None, digits: int = 3) -> str:
-    """7.03e9 style: compact for big numbers, plain for small ones."""
-    if x is None:
-        return "-"
-    text = f"{x:.{digits}g}"
-    if "e" in text:
-        mantissa, exponent = text.split("e")
-        return f"{mantissa}e{int(exponent)}"
-    return text
-
-
-def describe(out: dict[str, Any]) -> str:
-    """The human-readable plan: a small table per section."""
-    law = out["law"]
-    lines = [f"law      {law['name']}"
-             + (f"  (a = {law['a']:.4f}, b = {law['b']:.4f}; N counts {law['N']})" if "a" in law else
-                f"  (N counts {law['N']})")]
-    budget = out.get("budget")
-    lines.append(f"budget   {_g(out['flops'])} FLOPs" + (
-        f" = {_g(budget['gpu_hours'])} GPU-h x 3600 x {_g(budget['peak_flops'])} FLOP/s x MFU {budget['mfu']:g}"
-        if budget else ""))
-    iv = out.get("intervals")
-    header = f"\n{'compute-optimal':<18}{'value':>12}"
-    if iv:
-        header += f"   {iv['level']:.0%} interval ({iv['method']}, {iv['n_draws']} draws)"
-    lines.append(header)
-    for key, label, digits in (("N_opt", "N_opt (params)", 3), ("D_opt", "D_opt (tokens)", 3),
-                               ("tokens_per_param", "tokens/param", 3), ("loss", "loss", 4)):
-        row = f"  {label:<16}{_g(out[key], digits):>12}"
-        if iv:
-            row += f"   {_g(iv[key][0], digits)} .. {_g(iv[key][1], digits)}"
-        lines.append(row)
-    if iv and "note" in iv:
-        lines.append(f"  note: {iv['note']}")
-    if "inference_aware" in out:
-        s = out["inference_aware"]
-        lines += [f"\ninference-aware at loss {s['loss']:g} serving {_g(s['inference_tokens'])} tokens "
-                  f"(Sardana et al. 2024)",
-                  f"  {'':<16}{'ours':>12}{'Chinchilla':>12}",
-                  f"  {'N (params)':<16}{_g(s['N']):>12}{_g(s['chinchilla_N']):>12}   {s['N_ratio']:.2%}",
-                  f"  {'D (tokens)':<16}{_g(s['D']):>12}{_g(s['chinchilla_D']):>12}   {s['D_ratio']:.2%}",
-                  f"  {'lifetime FLOPs':<16}{_g(s['lifetime_flops']):>12}{_g(s['chinchilla_lifetime_flops']):>12}"
-                  f"   {s['flops_ratio']:.2%}"]
-    if "data_constrained" in out:
-        s = out["data_constrained"]
-        lines += [f"\ndata-constrained with {_g(s['unique_tokens'])} unique tokens (Muennighoff et al. 2023)",
-                  f"  N {_g(s['N'])} params, D {_g(s['D'])} tokens = {s['epochs']:.2f} epochs, effective data "
-                  f"{_g(s['effective_tokens'])} ({s['effective_fraction']:.1%}), loss {s['loss']:.4f}",
-                  f"  the unconstrained plan on repeated data would reach {s['chinchilla_loss_repeated']:.4f}"]
-    if "overhead" in out:
-        s = out["overhead"]
-        lines += [f"\nsmaller and longer at loss {s['loss']:.4f} (de Vries 2023); below k_N = "
-                  f"{s['k_N_min']:.3f} the loss is out of reach",
-                  f"  {'k_N':>6}{'N':>10}{'k_D':>8}{'D':>10}{'D/N':>8}{'extra compute':>15}"]
-        for r in s["rows"]:
-            extra = "unreachable" if r["overhead"] is None else f"{100 * r['overhead']:+.1f}%"
-            ratio = None if r["D"] is None else r["D"] / r["N"]
-            lines.append(f"  {r['k_N']:>6g}{_g(r['N']):>10}{_g(r['k_D']):>8}{_g(r['D']):>10}{_g(ratio):>8}"
-                         f"{extra:>15}")
-    if "shape" in out:
-        s = out["shape"]
-        lines += [f"\nmodel shape for N_opt: d_model {s['d_model']}, n_layers {s['n_layers']}, n_heads "
-                  f"{s['n_heads']} (head_dim {s['head_dim']}), ffn_hidden {s['ffn_hidden']}, vocab "
-                  f"{s['vocab_size']}: {s['params']['total']:,} total params ({s['rel_error']:+.2%}), "
-                  f"d_model/n_layers {s['aspect_ratio']:.0f}",
-                  "  " + " ".join(f"--set {o}" for o in s["overrides"])]
-    if "plot" in out:
-        lines.append(f"\nplot -> {out['plot']}")
-    return "\n".join(lines)
