@@ -28,6 +28,7 @@ import numpy as np
 
 from isoflop.errors import ConfigError
 from isoflop.rundir import EVAL, POINT_KEYS, TRAIN, RunDir, RunRecord, find_runs
+from isoflop.science.errors import ScienceError
 
 # Our names and the table column names tried by default
 # (case-insensitively, in order).
@@ -39,9 +40,8 @@ TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t", ".jsonl": None, ".ndjson": None}
 COSTS = ("step", "tokens", "flops", "elapsed_s", "gpu_hours")
 
 
-class RecordsError(ValueError):
-    """Unreadable or unusable records: one line naming the file/key/column and the problem (CLI exit 2)."""
-
+RecordsError = ScienceError
+"""Unreadable or unusable records: one line naming the file/key/column and the problem (CLI exit 2)."""
 
 @dataclass(frozen=True, eq=False)  # holds arrays: == would be ambiguous, so it is identity
 class Records:

@@ -28,7 +28,6 @@ import torch
 
 from isoflop.data.loader import TrainLoader
 from isoflop.data.shards import TOKENIZER_DIR, PreparedData, prepare
-from isoflop.nn.counting import param_groups
 from isoflop.rundir import EVAL, TRAIN, RunDir, RunRecord
 from isoflop.train import checkpoint, parallel
 from isoflop.train.clock import TrainingClock
@@ -216,13 +215,12 @@ class Trainer:
 
     def _record_of(self, final: dict[str, Any], training_s: float) -> RunRecord:
         assert self.clock is not None
-        plan, data = self.plan, self.data
-        groups = param_groups(self.cfg.model_config)
+        plan, data, params = self.plan, self.data, self.plan.params
         train_split = data.meta["splits"]["train"]
         bytes_per_token = train_split["n_bytes"] / max(train_split["n_tokens"], 1)
         return RunRecord(
-            N_total=groups.total, N_active=groups.active, N_non_embedding=groups.non_embedding,
-            N_embedding=groups.embedding, D_tokens=plan.tokens, D_bytes=round(plan.tokens * bytes_per_token),
+            N_total=params["total"], N_active=params["active"], N_non_embedding=params["non_embedding"],
+            N_embedding=params["embedding"], D_tokens=plan.tokens, D_bytes=round(plan.tokens * bytes_per_token),
             flops=plan.flops, flops_per_token=plan.flops_per_token, steps=plan.steps, seq_len=plan.seq_len,
             val_loss=final["val_loss"], val_bpb=final["val_bpb"], val_loss_causal=final.get("val_loss_causal"),
             val_bpb_causal=final.get("val_bpb_causal"), wall_time_s=self.clock.wall_s, training_time_s=training_s,
