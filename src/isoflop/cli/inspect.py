@@ -40,7 +40,7 @@ def eval_run(args: argparse.Namespace) -> int:
     import torch
 
     from isoflop.data.loader import val_batches
-    from isoflop.data.shards import prepare
+    from isoflop.data.shards import prepare_shards
     from isoflop.train.artifacts import checkpoint_path, load_config, load_model, load_tokenizer, token_bytes
     from isoflop.train.evaluate import evaluate
 
@@ -55,7 +55,7 @@ def eval_run(args: argparse.Namespace) -> int:
                               or f"{run}'s model has no routing to make causal (no MoD)")
         model.use_causal_routing(True)
     tokenizer = load_tokenizer(run)
-    data = prepare(cfg.data)
+    data = prepare_shards(cfg.data)
     n_batches = args.batches or cfg.eval.batches
     if n_batches < 1:
         raise ConfigError("--batches", f"must be positive, got {n_batches}")

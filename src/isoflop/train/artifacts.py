@@ -49,7 +49,7 @@ def load_model(run_dir: str | Path, *, device: str = "cpu", step: int | None = N
 
 
 def load_tokenizer(run_dir: str | Path) -> Any:
-    from isoflop.data.tokenizers.base import load_tokenizer as _load
+    from isoflop.data.tokenizers.base import load_saved_tokenizer as _load
 
     path = Path(run_dir) / "tokenizer"
     if not path.is_dir():

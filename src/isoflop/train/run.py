@@ -23,7 +23,7 @@ import torch
 from isoflop.config import ConfigError
 from isoflop.data.corpus import corpus_fingerprint
 from isoflop.data.loader import TrainLoader, val_batches
-from isoflop.data.shards import PreparedData, prepare
+from isoflop.data.shards import PreparedData, prepare_shards
 from isoflop.nn.counting import param_groups
 from isoflop.train import checkpoint, parallel
 from isoflop.train.artifacts import token_bytes
@@ -73,7 +73,7 @@ def run_training(cfg: ExperimentConfig, out_dir: str | Path, *, resume: bool = F
         if console:
             console.message(describe(plan))
         with parallel.main_first(ctx):
-            data = prepare(cfg.data, progress=console.message if console else None)
+            data = prepare_shards(cfg.data, progress=console.message if console else None)
         if ctx.is_main and not (out / "tokenizer").exists():  # copied whole, then renamed: never half there
             tmp = out / f".tokenizer.tmp{os.getpid()}"
             shutil.rmtree(tmp, ignore_errors=True)
@@ -224,8 +224,8 @@ def _extra_eval_sets(cfg: ExperimentConfig, data: PreparedData, out: Path, ctx: 
         name = "stdlib" if corpus == "stdlib" else Path(corpus).name
         tok = replace(cfg.data.tokenizer, path=saved)
         with parallel.main_first(ctx):
-            extra = prepare(replace(cfg.data, corpus=corpus, tokenizer=tok),
-                            progress=console.message if console else None)
+            extra = prepare_shards(replace(cfg.data, corpus=corpus, tokenizer=tok),
+                                   progress=console.message if console else None)
         sets[name] = (extra.tokens("val"), token_bytes(extra.tokenizer, cfg.model_config.vocab_size,
                                                         extra.byte_share("val")))
     return sets

@@ -219,11 +219,11 @@ def score_validation(run: Path) -> dict[str, float]:
     train_tokens is the size of the training split (the run may repeat it)."""
     import math
 
-    from isoflop.data.shards import prepare
+    from isoflop.data.shards import prepare_shards
     from isoflop.train.artifacts import load_config, load_model
 
     cfg = load_config(run)
-    data = prepare(cfg.data)
+    data = prepare_shards(cfg.data)
     result = _score_whole_split(load_model(run), data, cfg.data.seq_len)
     split = data.meta["splits"]["val"]
     bytes_per_token = split["n_bytes"] / max(split["n_tokens"] - split["n_documents"], 1)
@@ -235,10 +235,10 @@ def score_validation(run: Path) -> dict[str, float]:
 
 def score_m1(m1_run: Path, bytes_run: Path) -> float:
     """M1's bits/byte on the byte-level validation split of M2's corpus (text M1 never trained on)."""
-    from isoflop.data.shards import prepare
+    from isoflop.data.shards import prepare_shards
     from isoflop.train.artifacts import load_config, load_model
 
-    data = prepare(load_config(bytes_run).data)
+    data = prepare_shards(load_config(bytes_run).data)
     return float(_score_whole_split(load_model(m1_run), data, load_config(m1_run).data.seq_len)["val_bpb"])
 
 
@@ -377,7 +377,7 @@ class _Prefixed:
 
 def _prepare_shards(job: tuple[Any, _Prefixed | None]) -> None:
     """Code M2's corpus with a saved tokenizer into the shard cache (a worker process's job)."""
-    from isoflop.data.shards import prepare
+    from isoflop.data.shards import prepare_shards
 
     data_cfg, progress = job
-    prepare(data_cfg, progress=progress)
+    prepare_shards(data_cfg, progress=progress)

@@ -90,12 +90,12 @@ def measure_lengths(run_dir: Path, kinds: dict[str, Callable[[int], list[str]]],
     """Validation loss and bits/byte of the run's final weights for each (kind, length): one record each."""
     import torch
 
-    from isoflop.data.shards import prepare
+    from isoflop.data.shards import prepare_shards
     from isoflop.train.artifacts import load_config, load_model, load_tokenizer, token_bytes
     from isoflop.train.evaluate import evaluate_at_length
 
     cfg = load_config(run_dir)
-    tokens = prepare(cfg.data).tokens("val")
+    tokens = prepare_shards(cfg.data).tokens("val")
     bytes_V = token_bytes(load_tokenizer(run_dir), cfg.model_config.vocab_size)
     micro = cfg.train.micro_batch_size or cfg.train.batch_size
     theta = getattr(cfg.model.rope, "theta", None)
