@@ -103,10 +103,10 @@ def test_report_rows_and_plot(smoke_report):
         row = rows[method.label]
         expected = 2 * m2 / row["bytes_per_token"] + ("path" in method.tokenizer) * 2 * param_groups(m1).non_embedding
         assert row["flops_per_byte"] == pytest.approx(expected, rel=1e-12)
-    from isoflop.data.shards import prepare
+    from isoflop.data.shards import prepare_shards
 
     bytes_run = smoke_report / "runs" / "bytes"
     trained = json.loads((bytes_run / "run.json").read_text())["D_tokens"]
-    assert rows["Bytes"]["epochs"] == pytest.approx(trained / prepare(load_config(bytes_run).data).n_tokens("train"))
+    assert rows["Bytes"]["epochs"] == pytest.approx(trained / prepare_shards(load_config(bytes_run).data).n_tokens("train"))
     assert math.isfinite(results["data"]["m1_bpb"])
     assert "SMOKE" in results["setting"]

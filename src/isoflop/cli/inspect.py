@@ -39,7 +39,7 @@ def parse_seq_lens(text: str) -> list[int]:
 def eval_run(args: argparse.Namespace) -> int:
     import torch
 
-    from isoflop.data.shards import prepare
+    from isoflop.data.shards import prepare_shards
     from isoflop.rundir import RunDir, step_of
     from isoflop.train.artifacts import load_config, load_model
     from isoflop.train.evaluate import EvalSet, evaluate_run
@@ -55,7 +55,7 @@ def eval_run(args: argparse.Namespace) -> int:
     n_batches = args.batches or cfg.eval.batches
     if n_batches < 1:
         raise ConfigError("--batches", f"must be positive, got {n_batches}")
-    eval_set = EvalSet.of(prepare(cfg.data), cfg.model_config.vocab_size)
+    eval_set = EvalSet.of(prepare_shards(cfg.data), cfg.model_config.vocab_size)
     micro = cfg.train.micro_batch_size or cfg.train.batch_size
     if seq_lens is not None:
         return _eval_lengths(args, run.path, step, cfg, model, eval_set, seq_lens, micro, n_batches)

@@ -1,7 +1,7 @@
 """compressed-text: one corpus tokenized every way, the same small model (M2) trained on each (Lester et al. 2024,
 "Training LLMs over Neurally Compressed Text", Tables 12, 15, 16).
 
-`prepare` builds, in order, each step skipped when its output exists (so an interrupted report resumes):
+`prepare_inputs` builds, in order, each step skipped when its output exists (so an interrupted report resumes):
   corpus/    `stdlib` files in a fixed pseudo-random order (a hash of the path), cut into examples of at most
              EXAMPLE_BYTES (the paper's 10,240-byte examples, §3.1); the first `m1_bytes` go to corpus/m1 (M1's
              training text), the next `m2_bytes` to corpus/m2 (every M2 run's text, train and validation).
@@ -38,7 +38,7 @@ class Method:
     name: str
     label: str
     tokenizer: dict[str, Any]
-    """`data.tokenizer` keys; a "path" of "tokenizers/<name>" is made by `prepare` with M1."""
+    """`data.tokenizer` keys; a "path" of "tokenizers/<name>" is made by `prepare_inputs` with M1."""
     paper_bytes_per_token: float | None = None
     """Table 12, v=256 (the SentencePiece row for unigram)."""
     paper_bpb_25m: float | None = None
@@ -114,7 +114,7 @@ def m2_config(out: Path, sizes: Sizes, method: Method) -> ExperimentConfig:
     data = [f"data.corpus={(out / 'corpus' / 'm2').resolve()}", "data.max_bytes=null", "data.val_fraction=0.1"]
     base = _config(tiny(), data + sizes.m2).to_dict()
     tok = dict(method.tokenizer)
-    if "path" in tok:  # before `prepare` has made the folder: the planned config, good for checking overrides
+    if "path" in tok:  # before `prepare_inputs` has made the folder: the planned config, good for checking overrides
         folder = out / tok.pop("path")
         if (folder / "tokenizer_meta.json").is_file():
             tok["path"] = str(folder.resolve())
@@ -219,11 +219,11 @@ def score_validation(run: Path) -> dict[str, float]:
     train_tokens is the size of the training split (the run may repeat it)."""
     import math
 
-    from isoflop.data.shards import prepare
+    from isoflop.data.shards import prepare_shards
     from isoflop.train.artifacts import load_config, load_model
 
     cfg = load_config(run)
-    data = prepare(cfg.data)
+    data = prepare_shards(cfg.data)
     result = _score_whole_split(load_model(run), data, cfg.data.seq_len)
     split = data.meta["splits"]["val"]
     bytes_per_token = split["n_bytes"] / max(split["n_tokens"] - split["n_documents"], 1)
@@ -235,10 +235,10 @@ def score_validation(run: Path) -> dict[str, float]:
 
 def score_m1(m1_run: Path, bytes_run: Path) -> float:
     """M1's bits/byte on the byte-level validation split of M2's corpus (text M1 never trained on)."""
-    from isoflop.data.shards import prepare
+    from isoflop.data.shards import prepare_shards
     from isoflop.train.artifacts import load_config, load_model
 
-    data = prepare(load_config(bytes_run).data)
+    data = prepare_shards(load_config(bytes_run).data)
     return float(_score_whole_split(load_model(m1_run), data, load_config(m1_run).data.seq_len)["val_bpb"])
 
 
@@ -370,7 +370,7 @@ class _Prefixed:
 
 def _prepare_shards(job: tuple[Any, _Prefixed | None]) -> None:
     """Code M2's corpus with a saved tokenizer into the shard cache (a worker process's job)."""
-    from isoflop.data.shards import prepare
+    from isoflop.data.shards import prepare_shards
 
     data_cfg, progress = job
-    prepare(data_cfg, progress=progress)
+    prepare_shards(data_cfg, progress=progress)

@@ -92,12 +92,12 @@ def measure_lengths(run_dir: Path, kinds: dict[str, Callable[[int], list[str]]],
     """Validation loss and bits/byte of the run's final weights for each (kind, length): one record each."""
     import torch
 
-    from isoflop.data.shards import prepare
+    from isoflop.data.shards import prepare_shards
     from isoflop.train.artifacts import load_config, load_model
     from isoflop.train.evaluate import EvalSet, batch_size_at, evaluate_run
 
     cfg = load_config(run_dir)
-    eval_set = EvalSet.of(prepare(cfg.data), cfg.model_config.vocab_size)
+    eval_set = EvalSet.of(prepare_shards(cfg.data), cfg.model_config.vocab_size)
     micro = cfg.train.micro_batch_size or cfg.train.batch_size
     theta = getattr(cfg.model.rope, "theta", None)
     out = []

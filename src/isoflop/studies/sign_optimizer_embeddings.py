@@ -126,11 +126,11 @@ class SignOptimizerEmbeddings(Study):
     def measure(self, run_dirs: dict[str, RunDir], *, smoke: bool) -> dict[str, Any]:
         import numpy as np
 
-        from isoflop.data.shards import prepare
+        from isoflop.data.shards import prepare_shards
         from isoflop.train.artifacts import load_config
 
         cfg = load_config(run_dirs[RUNS[0][0]].path)
-        train_tokens = prepare(cfg.data).tokens("train")
+        train_tokens = prepare_shards(cfg.data).tokens("train")
         counts = np.bincount(np.asarray(train_tokens, dtype=np.int64), minlength=257)
         frequent = [int(i) for i in np.argsort(counts)[::-1][:20] if counts[i] > 0 and i != RARE_BYTE]
         bound = 1 / WEIGHT_DECAY

@@ -33,9 +33,9 @@ def load_model(run_dir: str | Path, *, device: str = "cpu", step: int | None = N
 
 def load_tokenizer(run_dir: str | Path) -> Any:
     """The tokenizer the run was trained with."""
-    from isoflop.data.tokenizers.base import load_tokenizer as load_saved
+    from isoflop.data.tokenizers.base import load_saved_tokenizer
 
     run = RunDir(run_dir)
     if not run.tokenizer_dir.is_dir():
         raise ConfigError(str(run_dir), "holds no tokenizer (not a finished run directory?)")
-    return load_saved(run.tokenizer_dir)
+    return load_saved_tokenizer(run.tokenizer_dir)

@@ -27,7 +27,7 @@ from typing import Any, TextIO
 import torch
 
 from isoflop.data.loader import TrainLoader
-from isoflop.data.shards import TOKENIZER_DIR, PreparedData, prepare
+from isoflop.data.shards import TOKENIZER_DIR, PreparedData, prepare_shards
 from isoflop.rundir import EVAL, TRAIN, RunDir, RunRecord
 from isoflop.train import checkpoint, parallel
 from isoflop.train.clock import TrainingClock
@@ -56,7 +56,7 @@ class Trainer:
             self.run_dir.write_plan(self.plan.to_dict())
         self._say(describe(self.plan))
         with parallel.main_first(self.ctx):
-            self.data = prepare(self.cfg.data, progress=self._say if self.console else None)
+            self.data = prepare_shards(self.cfg.data, progress=self._say if self.console else None)
         if self.ctx.is_main:
             self.run_dir.copy_tokenizer(self.data.directory / TOKENIZER_DIR)
 
@@ -90,7 +90,7 @@ class Trainer:
             name = "stdlib" if corpus == "stdlib" else Path(corpus).name
             data_cfg = replace(cfg.data, corpus=corpus, tokenizer=replace(cfg.data.tokenizer, path=saved))
             with parallel.main_first(self.ctx):
-                extra: PreparedData = prepare(data_cfg, progress=self._say if self.console else None)
+                extra: PreparedData = prepare_shards(data_cfg, progress=self._say if self.console else None)
             sets[name] = EvalSet.of(extra, cfg.model_config.vocab_size)
         return sets
 
