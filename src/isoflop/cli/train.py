@@ -95,32 +95,17 @@ def info(args: argparse.Namespace) -> int:
 
 
 def plot_schedule(cfg: ExperimentConfig, steps: int, path: str) -> Path:
-    """A PNG of lr(step) = optim.lr * schedule multiplier for steps 0 .. steps-1 (matplotlib Agg, bare Figure)."""
+    """A PNG of lr(step) = optim.lr * schedule multiplier for steps 0 .. steps-1."""
+    from isoflop.science.plots import plot_schedule as draw
+
     out = Path(path)
     if not out.parent.is_dir():
         raise ConfigError("--plot-schedule", f"directory {str(out.parent)!r} does not exist")
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise ConfigError("--plot-schedule", "plotting needs matplotlib (pip install matplotlib)") from None
     lrs = [cfg.optim.lr * cfg.schedule.multiplier(s, steps) for s in range(steps)]
-    fig = Figure(figsize=(7, 4), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    ax.plot(range(steps), lrs, color="tab:blue", lw=1.5)
-    warm = cfg.schedule.warmup_steps(steps)
-    if warm:
-        ax.axvline(warm - 1, color="gray", ls=":", lw=1, label=f"warmup ends: peak at step {warm - 1}")
-        ax.legend(loc="upper right")
-    ax.set_xlim(0, max(steps - 1, 1))
-    ax.set_ylim(0, max(max(lrs), 1e-12) * 1.18)  # headroom for the legend above the peak
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("learning rate")
-    ax.set_title(f"{cfg.schedule.kind} schedule, {cfg.optim.kind} peak lr {cfg.optim.lr:g}, {steps:,} steps")
-    ax.grid(True, alpha=0.3)
+    title = f"{cfg.schedule.kind} schedule, {cfg.optim.kind} peak lr {cfg.optim.lr:g}, {steps:,} steps"
     try:
-        fig.savefig(out, dpi=120)
+        return draw(lrs, cfg.schedule.warmup_steps(steps), title, out)
+    except ImportError as e:
+        raise ConfigError("--plot-schedule", str(e)) from None
     except OSError as e:
         raise ConfigError("--plot-schedule", f"cannot write {str(out)!r}: {e.strerror or e}") from None
-    return out

@@ -214,3 +214,20 @@ def plot_envelope(curves: Any, result: Any, path: str | Path) -> Path:
     right.set_ylabel("parameters N")
     right.legend(fontsize=8)
     return _finish(fig, (left, right), path)
+
+
+def plot_schedule(lrs: list[float], warmup_steps: int, title: str, path: str | Path) -> Path:
+    """The learning rate at each optimizer step 0 .. len(lrs) - 1, with the end of warmup marked."""
+    fig = _figure(7, 4)
+    ax = fig.subplots()
+    steps = len(lrs)
+    ax.plot(range(steps), lrs, color=N_COLOR, lw=1.5)
+    if warmup_steps:
+        ax.axvline(warmup_steps - 1, color="gray", ls=":", lw=1, label=f"warmup ends: peak at step {warmup_steps - 1}")
+        ax.legend(loc="upper right")
+    ax.set_xlim(0, max(steps - 1, 1))
+    ax.set_ylim(0, max(max(lrs), 1e-12) * 1.18)  # headroom for the legend above the peak
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("learning rate")
+    ax.set_title(title)
+    return _finish(fig, [ax], path)
