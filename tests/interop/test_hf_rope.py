@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from isoflop.interop import hf
 from isoflop.interop.hf import export_llama, import_llama, model_config_from_llama
 from isoflop.nn.rope import DynamicNtkRope, LinearRope, Llama3Rope, NtkRope, YarnRope
 from tests.interop.test_hf import _model as seeded_model
@@ -55,7 +54,7 @@ def test_export_gives_transformers_equal_logits_beyond_the_original_length(tmp_p
     cfg, model = _model(rope)
     export_llama(cfg, model.state_dict(), tmp_path / "hf", max_position_embeddings=_max_positions(rope))
     data = json.loads((tmp_path / "hf" / "config.json").read_text())
-    assert data["rope_parameters"] == hf.ROPE_TO_HF[rope.kind](rope)
+    assert data["rope_parameters"] == rope.to_hf(max_position_embeddings=_max_positions(rope))
     assert data["rope_parameters"]["rope_type"] == rope.kind
 
     messages: list[str] = []
@@ -127,6 +126,6 @@ def test_import_reads_transformers_defaults_and_4x_rope_scaling() -> None:
     data = _llama(None, rope_theta=5e5, max_position_embeddings=131072,
                   rope_scaling={"type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                                 "original_max_position_embeddings": 8192})
-    assert model_config_from_llama(data).rope == Llama3Rope()
+    assert model_config_from_llama(data).rope == Llama3Rope(original_max_position_embeddings=8192)
     data = _llama(None, rope_scaling={"rope_type": "linear", "factor": 2.0})
     assert model_config_from_llama(data).rope == LinearRope(theta=1e4, factor=2.0)

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from isoflop.nn.config import ModelConfig
+from isoflop.nn.ffn_config import MoEFFN, SigmoidBias
 from isoflop.nn.generate import generate
 from isoflop.nn.mod_config import TopKMoD
-from isoflop.nn.moe_config import MoEFFN, SigmoidBias
 
 V, T, CUT = 64, 24, 11
 

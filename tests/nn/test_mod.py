@@ -14,10 +14,10 @@ from isoflop.nn.attention import Attention
 from isoflop.nn.block import Block
 from isoflop.nn.config import ModelConfig
 from isoflop.nn.counting import flops_per_token, param_groups
+from isoflop.nn.ffn_config import MoEFFN
 from isoflop.nn.mlp import SwiGLU
 from isoflop.nn.mod import RoutedBlock
 from isoflop.nn.mod_config import TopKMoD
-from isoflop.nn.moe_config import MoEFFN
 from isoflop.nn.rope import DefaultRope, ReRope
 from isoflop.nn.rotary import Rotary, apply_rotary
 from tests.nn.test_counting import _naive_sdpa

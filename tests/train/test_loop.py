@@ -13,7 +13,7 @@ import torch
 
 from isoflop.cli.common import load_experiment
 from isoflop.nn.config import ModelConfig
-from isoflop.nn.moe_config import MoEFFN
+from isoflop.nn.ffn_config import MoEFFN
 from isoflop.train import loop as loop_module
 from isoflop.train.hooks import ConsoleProgress
 from isoflop.train.loop import LoopCallbacks, train_loop

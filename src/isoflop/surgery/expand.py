@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from isoflop.config import ConfigError, apply_overrides
-from isoflop.nn.moe_config import MoEFFN, SoftmaxTopK
+from isoflop.nn.ffn_config import MoEFFN, SoftmaxTopK
 from isoflop.surgery.rundir import check_empty, read_run, write_run
 from isoflop.train.spec import DistillConfig, ExperimentConfig, HorizonConfig
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from isoflop.config import ConfigError
-from isoflop.nn.moe_config import MoEFFN, RouterConfig
+from isoflop.nn.ffn_config import MoEFFN, RouterConfig
 from isoflop.surgery.rundir import check_empty, read_run, write_run
 from isoflop.train import parallel
 from isoflop.train.spec import HorizonConfig
