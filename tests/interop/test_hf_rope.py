@@ -129,3 +129,37 @@ def test_import_reads_transformers_defaults_and_4x_rope_scaling() -> None:
     assert model_config_from_llama(data).rope == Llama3Rope(original_max_position_embeddings=8192)
     data = _llama(None, rope_scaling={"rope_type": "linear", "factor": 2.0})
     assert model_config_from_llama(data).rope == LinearRope(theta=1e4, factor=2.0)
+
+
+def test_a_dynamic_rope_run_trained_at_seq_len_64_exports_with_equal_logits(tmp_path: Path, corpus_dir,
+                                                                              cache_dir, capsys) -> None:
+    """The original length of dynamic / yarn / llama3 defaults to the training length: a run at data.seq_len=64
+    keeps `null` in its config.json, builds with L = 64, and `isoflop export` (which writes
+    max_position_embeddings = data.seq_len, where transformers' dynamic NTK reads L) gives transformers' logits,
+    below and beyond L."""
+    import os
+
+    from isoflop.cli import main
+    from isoflop.cli.common import load_experiment
+    from isoflop.train.artifacts import load_model
+    from isoflop.train.run import run_training
+    from tests.conftest import tiny_overrides
+
+    overrides = tiny_overrides(corpus_dir, steps=2) + ["eval.every=0", "data.seq_len=64", "model.rope=dynamic",
+                                                       "model.rope.factor=4.0"]
+    cfg = load_experiment("tiny", overrides)
+    assert cfg.model.rope.original_max_position_embeddings is None
+    assert cfg.model_config.rope == DynamicNtkRope(factor=4.0, original_max_position_embeddings=64)
+    with open(os.devnull, "w") as devnull:
+        run_training(cfg, tmp_path / "run", stream=devnull)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["model"]["rope"]["original_max_position_embeddings"] is None
+
+    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "hf")]) == 0
+    capsys.readouterr()
+    hf_model = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    model = load_model(tmp_path / "run")
+    for length in (20, 150):  # within and beyond L = 64, where the dynamic base grows
+        tokens = torch.randint(0, 256, (2, length), generator=torch.Generator().manual_seed(2))
+        with torch.no_grad():
+            torch.testing.assert_close(hf_model(input_ids=tokens).logits, model(tokens), atol=1e-4, rtol=0)

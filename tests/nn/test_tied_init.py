@@ -5,6 +5,7 @@ config forms older runs wrote still load; HF export holds the pure inits and ref
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -110,6 +111,19 @@ def test_checkpoint_keys_and_older_config_forms(tied_init):
     data = apply_overrides(ExperimentConfig().to_dict(), ["model.tie_embeddings=true", f"model.tied_init={tied_init}"],
                            ExperimentConfig)
     assert ExperimentConfig.from_dict(data).model.tied_init.kind == tied_init
+
+
+def test_a_run_whose_config_json_holds_the_older_form_resumes(tmp_path):
+    from isoflop.train.run import check_run_dir
+    from isoflop.train.spec import ExperimentConfig
+
+    old = ExperimentConfig().to_dict()
+    old["model"].update(tie_embeddings=True, tied_init="projection")  # as config.json files before the family
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    check_run_dir(tmp_path, ExperimentConfig.from_dict(old), resume=True)  # no "different config" refusal
+    other = ExperimentConfig.from_dict({**old, "model": {**old["model"], "tied_init": "half_swap"}})
+    with pytest.raises(ConfigError, match="different config"):
+        check_run_dir(tmp_path, other, resume=True)
 
 
 @pytest.mark.parametrize("over,key", [({"tied_init": "projection"}, "model.tied_init"),

@@ -40,7 +40,9 @@ def check_run_dir(out: Path, cfg: ExperimentConfig, *, resume: bool) -> None:
     if resume:
         if not config_file.is_file():
             raise ConfigError(str(out), "--resume: no run here (no config.json)")
-        saved = json.loads(config_file.read_text())
+        # read back through the current schema, so a form older files hold (a variant written as its kind alone,
+        # a retired key) is no difference
+        saved = ExperimentConfig.from_dict(json.loads(config_file.read_text())).to_dict()
         if saved != cfg.to_dict():
             differing = first_difference(saved, cfg.to_dict())
             raise ConfigError(str(out), f"--resume: the run here has a different config (at {differing})")
