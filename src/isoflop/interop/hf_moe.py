@@ -103,9 +103,9 @@ def export_hf(model_cfg: ModelConfig, state_dict: Mapping[str, torch.Tensor], ou
     check_export_args(max_position_embeddings=max_position_embeddings, torch_dtype=torch_dtype)
     transformers = import_transformers()
     config_class = transformers.MixtralConfig if spec.architecture == MIXTRAL else transformers.Qwen2MoeConfig
+    rope = rope_parameters(model_cfg, max_position_embeddings=max_position_embeddings)
     hf_config = config_class(**_config_kwargs(model_cfg, spec, max_position_embeddings=max_position_embeddings),
-                             rope_parameters=rope_parameters(model_cfg, max_position_embeddings=max_position_embeddings),
-                             dtype=torch_dtype, **{_STORED_KEY: model_cfg.to_dict()})
+                             rope_parameters=rope, dtype=torch_dtype, **{_STORED_KEY: model_cfg.to_dict()})
     ours = complete_tied(model_cfg, dict(state_dict), where="state_dict")
     check_tensors(model_cfg, ours, where="state_dict")
     dtype = DTYPES[torch_dtype]

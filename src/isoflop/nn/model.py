@@ -131,5 +131,6 @@ class TransformerLM(nn.Module):
 def _block(cfg: ModelConfig, layer: int, attention: LayerAttention) -> nn.Module:
     """Block `layer`: its attention and the FFN kind's module for that layer, as the MoD kind wraps it."""
     block = Block(attention=attention.build(cfg.d_model, cfg.n_heads, cfg.kv_heads),
-                  ffn=cfg.ffn.build(cfg.d_model, cfg.ffn_hidden_size, layer), d_model=cfg.d_model, norm_eps=cfg.norm_eps)
+                  ffn=cfg.ffn.build(cfg.d_model, cfg.ffn_hidden_size, layer),
+                  d_model=cfg.d_model, norm_eps=cfg.norm_eps)
     return cfg.mod.wrap(block, cfg.d_model, layer)

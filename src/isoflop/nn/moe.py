@@ -122,10 +122,10 @@ class Experts(nn.Module):
 
 class MoE(RoutedModule):
     """The MoE FFN slot (a RoutedModule, nn/contract.py). Sets on each forward `aux_loss` (the weighted balance
-    and z losses, or None) and `stats` (detached scalars): load_max_over_mean and load_min_over_mean (router selections per expert over
-    their mean, before capacity dropping), dropped_fraction (assignments dropped by capacity over top_k * N),
-    balance_loss and z_loss (unweighted; balance_loss is absent for expert choice, whose load is balanced by
-    construction)."""
+    and z losses, or None) and `stats` (detached scalars): load_max_over_mean and load_min_over_mean (router
+    selections per expert over their mean, before capacity dropping), dropped_fraction (assignments dropped by
+    capacity over top_k * N), balance_loss and z_loss (unweighted; balance_loss is absent for expert choice,
+    whose load is balanced by construction)."""
 
     def __init__(self, cfg: MoEFFN, d_model: int, expert_hidden: int):
         super().__init__()
