@@ -18,7 +18,7 @@ import numpy as np
 
 from isoflop.data.config import DataConfig
 from isoflop.data.corpus import iter_documents
-from isoflop.data.tokenizers import load_tokenizer
+from isoflop.data.tokenizers import load_saved_tokenizer
 from isoflop.data.tokenizers.equalinfo import EqualInfoACTokenizer
 
 
@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--kib", type=int, default=32)
     parser.add_argument("--windows", default="16,32")
     args = parser.parse_args()
-    m1 = load_tokenizer(args.tokenizer).m1
+    m1 = load_saved_tokenizer(args.tokenizer).m1
     docs = documents(args.corpus, args.kib * 1024)
     n_bytes = sum(map(len, docs))
     result: dict[str, object] = {"bench": "equalinfo_rules", "bytes": n_bytes, "documents": len(docs),

@@ -1,15 +1,14 @@
 """Approach-3 fit speed: isoflop's batched 4,500-start fit against a plain per-start scipy L-BFGS-B loop.
 
-Both minimise the same objective with the same analytic gradient (`isoflop.science.fit.Objective`, float64 for
-scipy) on Epoch AI's transcription of Chinchilla's runs (reference §2.2: D = C/(6N), the 5 highest-loss runs
-dropped, sum-Huber δ = 1e-3) from Hoffmann's 4,500 starts. The scipy loop uses scipy's default tolerances, as
+Both minimise the same objective with the same analytic gradient (`isoflop.science.objective.Objective`, float64
+for scipy) on Epoch AI's transcription of Chinchilla's runs (shipped: `isoflop.science.examples.CHINCHILLA`;
+D = C/(6N), the 5 highest-loss runs dropped as Epoch AI do, sum-Huber δ = 1e-3) from Hoffmann's 4,500 starts. The scipy loop uses scipy's default tolerances, as
 Hoffmann's and Epoch's fits did. Prints one JSON line: both times, both best objectives, the speed-up (target
 >= 10) and the relative difference of the objectives (target <= 1e-9).
 
     python benchmarks/fit_speed.py [--data FILE.csv] [--rounds 3]
 
-The data file is not part of the repository: by default it is read from $ISOFLOP_SHARED_DATA (a folder or the
-file) or from ../shared/data/ next to the repository.
+`--data` fits another table with the same columns instead of the shipped one.
 """
 
 from __future__ import annotations
@@ -26,25 +25,14 @@ import numpy as np
 import scipy
 from scipy.optimize import minimize
 
-from isoflop.science.fit import Objective, fit_chinchilla, hoffmann_grid, prepare
+from isoflop.science.examples import CHINCHILLA
+from isoflop.science.fit import Approach3, hoffmann_grid, prepare
+from isoflop.science.objective import Objective
 from isoflop.science.records import load_records
-
-FILENAME = "epoch_chinchilla_svg_extracted_data.csv"
-
-
-def default_data() -> Path:
-    env = os.environ.get("ISOFLOP_SHARED_DATA")
-    if env:
-        path = Path(env)
-        return path / FILENAME if path.is_dir() else path
-    return Path(__file__).resolve().parents[2] / "shared" / "data" / FILENAME
-
-
-EPOCH_COLUMNS = "N=Model Size,C=Training FLOP,L=loss"  # D = C / (6N)
 
 
 def load(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    records = load_records([path], columns=EPOCH_COLUMNS)
+    records = load_records([path], columns=CHINCHILLA.columns)  # D = C / (6N)
     return records.N, records.D, records.L
 
 
@@ -69,19 +57,19 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=None)
     ap.add_argument("--rounds", type=int, default=3, help="timed runs of the isoflop fit (median reported)")
     args = ap.parse_args()
-    path = args.data or default_data()
+    path = args.data or CHINCHILLA.path()
     if not path.is_file():
-        sys.exit(f"{path}: no such data file (set ISOFLOP_SHARED_DATA or pass --data)")
-    N, D, L = prepare(*load(path), drop_highest=5)
+        sys.exit(f"{path}: no such data file")
+    N, D, L = prepare(*load(path), drop_highest=CHINCHILLA.drop_highest)
     starts = hoffmann_grid()
 
     times, fit = [], None
     for _ in range(args.rounds):
         t0 = time.perf_counter()
-        fit = fit_chinchilla(N, D, L)
+        fit = Approach3().fit(N, D, L)
         times.append(time.perf_counter() - t0)
     t0 = time.perf_counter()
-    fit64 = fit_chinchilla(N, D, L, fast=False)
+    fit64 = Approach3(fast=False).fit(N, D, L)
     t_fit64 = time.perf_counter() - t0
 
     obj = Objective(np.log(N), np.log(D), L)
@@ -93,12 +81,12 @@ def main() -> None:
     print(json.dumps({
         "benchmark": "fit_speed", "n_points": len(L), "n_starts": len(starts), "cpus": os.cpu_count(),
         "numpy": np.__version__, "scipy": scipy.__version__,
-        "isoflop_s": round(t_fit, 3), "isoflop_objective": fit.objective, "isoflop_success": fit.success,
-        "isoflop_float64_s": round(t_fit64, 3), "isoflop_float64_objective": fit64.objective,
+        "isoflop_s": round(t_fit, 3), "isoflop_objective": fit.detail.objective, "isoflop_success": fit.success,
+        "isoflop_float64_s": round(t_fit64, 3), "isoflop_float64_objective": fit64.detail.objective,
         "scipy_loop_s": round(t_scipy, 3), "scipy_objective": sp_f, "scipy_evaluations": sp_evals,
         "speedup": round(t_scipy / t_fit, 2), "speedup_float64": round(t_scipy / t_fit64, 2),
-        "objective_rel_diff": (sp_f - fit.objective) / fit.objective,
-        "max_param_rel_diff": float(np.max(np.abs(np.asarray(fit.theta) - sp_x) / np.abs(sp_x))),
+        "objective_rel_diff": (sp_f - fit.detail.objective) / fit.detail.objective,
+        "max_param_rel_diff": float(np.max(np.abs(np.asarray(fit.detail.theta) - sp_x) / np.abs(sp_x))),
     }))
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from isoflop.cli import main as cli
 from isoflop.data.config import DataConfig
 from isoflop.data.corpus import iter_documents
-from isoflop.data.tokenizers import load_tokenizer
+from isoflop.data.tokenizers import load_saved_tokenizer
 from isoflop.data.tokenizers.equalinfo import EqualInfoACTokenizer
 from isoflop.data.tokenizers.gzip import GzipTokenizer
 from isoflop.data.tokenizers.neural_ac import ACTokenizer
@@ -78,7 +78,7 @@ def main() -> None:
                   "--out", f"{tmp}/ac", "--set", f"m1_steps={args.m1_steps}"])
         assert rc == 0
         result["m1_train_s"] = round(time.perf_counter() - start, 1)
-        ac = load_tokenizer(Path(tmp) / "ac")
+        ac = load_saved_tokenizer(Path(tmp) / "ac")
     assert isinstance(ac, ACTokenizer)
     m1 = ac.m1
     result["m1"] = ac.meta()["m1"]

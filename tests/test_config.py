@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import ClassVar
 
 import pytest
 
-from isoflop.config import ConfigError, apply_overrides, field_docs, load_file, valid_keys
+from isoflop.config import Config, ConfigError, apply_overrides, config, field_docs, load_file, valid_keys
 from isoflop.nn.config import ModelConfig
 from isoflop.recipes import RECIPES
 from isoflop.train.spec import ExperimentConfig
@@ -132,3 +133,28 @@ def test_model_vocab_resolves_from_tokenizer():
     assert cfg.model_config.vocab_size % 64 == 0 and cfg.model_config.vocab_size >= cfg.data.tokenizer.vocab_size
     with pytest.raises(ValueError):
         ModelConfig().build()
+
+
+def test_a_variant_may_be_written_as_its_kind_alone():
+    """In a file (`"rope": "yarn"`) and on the command line (`--set model.rope=yarn`): the kind's defaults."""
+    from isoflop.config import apply_overrides
+    from isoflop.train.spec import ExperimentConfig
+
+    base = ExperimentConfig().to_dict()
+    by_name = ExperimentConfig.from_dict({**base, "schedule": "wsd"})
+    assert by_name.schedule.to_dict() == ExperimentConfig.from_dict({**base, "schedule": {"kind": "wsd"}}).schedule.to_dict()
+    data = apply_overrides(base, ["model.rope=yarn", "model.rope.factor=8"], ExperimentConfig)
+    assert ExperimentConfig.from_dict(data).model.rope.kind == "yarn" and data["model"]["rope"]["factor"] == 8
+    with pytest.raises(ConfigError, match="kind 'nope'"):
+        ExperimentConfig.from_dict({**base, "schedule": "nope"})
+
+
+def test_retired_keys_are_dropped_on_load_and_others_refused():
+    @config
+    class Knobs(Config):
+        retired_keys: ClassVar[frozenset[str]] = frozenset({"old_knob"})
+        width: int = 4
+
+    assert Knobs.from_dict({"width": 8, "old_knob": 3}).to_dict() == {"width": 8}
+    with pytest.raises(ConfigError, match="unknown key"):
+        Knobs.from_dict({"wdith": 8})

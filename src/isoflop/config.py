@@ -41,8 +41,8 @@ def require(condition: bool, key: str, problem: str) -> None:
 class Config:
     """Base of all configs. Subclasses are decorated with `@config`."""
 
-    #: Keys that earlier versions wrote and this class no longer has: dropped on load, so every config.json
-    #: ever written still reads (each entry says in a comment when and why it went).
+    #: Keys that earlier versions wrote and this class no longer has: dropped on load, so every saved run config
+    #: still reads (each entry says in a comment when and why it went).
     retired_keys: ClassVar[frozenset[str]] = frozenset()
 
     def to_dict(self) -> dict[str, Any]:

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from isoflop.cli import main
+from isoflop.rundir import RunDir, RunRecord
 from isoflop.science.laws import PRESETS
 
-LAW = PRESETS["hoffmann-tex"]
+LAW = PRESETS.get("hoffmann-tex")
 
 
 def _table(path, points):
@@ -69,9 +70,12 @@ def test_approach1_from_run_directories(tmp_path, capsys):
         lines = [json.dumps({"kind": "train", "step": i + 1, "tokens": float(t), "flops": float(6 * n * t),
                              "elapsed_s": float(i + 1), "loss": float(LAW.loss(n, t))}) for i, t in enumerate(tokens)]
         (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-        (run / "run.json").write_text(json.dumps({"N_total": n, "D_tokens": float(tokens[-1]),
-                                                  "flops": float(6 * n * tokens[-1]),
-                                                  "val_loss": float(LAW.loss(n, tokens[-1])), "world_size": 1}))
+        RunDir(run).write_record(RunRecord(
+            N_total=round(n), N_active=round(n), N_non_embedding=round(n), N_embedding=0,
+            D_tokens=round(tokens[-1]), D_bytes=round(tokens[-1]), flops=float(6 * n * tokens[-1]),
+            flops_per_token=round(6 * n), steps=60, seq_len=1024, val_loss=float(LAW.loss(n, tokens[-1])),
+            val_bpb=1.0, wall_time_s=60.0, training_time_s=60.0, world_size=1, device="cpu",
+            tokenizer="byte", vocab_size=257, torch="2.13.0"))
     assert main(["fit", *map(str, sorted(tmp_path.iterdir())), "--approach", "1", "--json",
                  "--plot", str(tmp_path.parent / "env.png")]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -99,3 +103,46 @@ def test_bad_data_exits_2_with_one_line(tmp_path, capsys):
     few = _table(tmp_path / "few.csv", _isoflop_points()[:3])
     assert main(["fit", str(few)]) == 2
     assert main(["fit", str(tmp_path / "missing.csv")]) == 2
+
+
+def test_example_chinchilla_is_epochs_fit_and_feeds_plan(tmp_path, capsys):
+    # the shipped Epoch AI transcription, with their 5 highest-loss runs dropped by default
+    assert main(["fit", "--example", "chinchilla", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["success"] and out["n_points"] == 240 and out["law"] == "chinchilla"
+    assert out["E"] == pytest.approx(1.8172, abs=0.001) and out["a"] == pytest.approx(0.514, abs=0.002)
+    assert main(["fit", "--example", "chinchilla", "--drop-highest", "0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_points"] == 245
+    assert main(["fit", "--example", "chinchilla"]) == 0
+    assert "240 points: converged" in capsys.readouterr().out
+
+
+def test_every_approach_writes_the_common_keys(tmp_path, capsys):
+    table = _table(tmp_path / "runs.csv", _isoflop_points(noise=0.005))
+    for approach in ("2", "3"):
+        assert main(["fit", str(table), "--approach", approach, "--bootstrap", "20", "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        for key in ("approach", "law", "a", "b", "k_N", "k_D", "success", "message", "n_points", "intervals"):
+            assert key in out, (approach, key)
+        assert out["intervals"]["level"] == 0.8 and set(out["intervals"]["ci"]) >= {"a", "b"}
+    assert out["approach"] == 3 and out["ci"] == out["intervals"]["ci"]
+
+
+@pytest.mark.parametrize("args,named", [
+    (["--example", "chinchilla", "DATA.csv"], "--example"),
+    (["--example", "chinchilla", "--approach", "1"], "--example"),
+    ([], "DATA"),
+    (["--example", "chinchilla", "--bootstrap", "5", "--level", "1.2"], "--level"),
+])
+def test_bad_example_use_exits_2(capsys, args, named):
+    assert main(["fit", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and named in err[0]
+
+
+def test_plan_refuses_a_fit_without_a_law(tmp_path, capsys):
+    table = _table(tmp_path / "runs.csv", _isoflop_points())
+    assert main(["fit", str(table), "--approach", "2", "--json"]) == 0
+    (tmp_path / "fit.json").write_text(capsys.readouterr().out)
+    assert main(["plan", "--flops", "1e21", "--fit", str(tmp_path / "fit.json")]) == 2
+    assert "fits no loss law" in capsys.readouterr().err

@@ -35,7 +35,7 @@ def plan_json(capsys, *args):
 
 @pytest.fixture
 def fit_file(tmp_path):
-    law = PRESETS["epoch"]
+    law = PRESETS.get("epoch")
     rng = np.random.default_rng(0)
     theta = np.array([math.log(law.A), math.log(law.B), math.log(law.E), law.alpha, law.beta])
     sd = np.array([0.25, 0.5, 0.014, 0.015, 0.02])
@@ -151,3 +151,23 @@ def test_help_names_the_default_law(capsys):
     with pytest.raises(SystemExit) as e:
         main(["plan", "--help"])
     assert e.value.code == 0 and "Epoch AI" in capsys.readouterr().out
+
+
+def test_inference_aware_question_needs_no_budget(capsys):
+    # the model of least lifetime compute reaching a loss depends on no training budget (Sardana et al.'s
+    # README example: N* = 2.418e10, D* = 2.657e12)
+    law = "E=1.69,A=406.4,B=410.7,alpha=0.336,beta=0.283"
+    out = plan_json(capsys, "--loss", 1.947, "--inference-tokens", 2e12, "--law", law)
+    assert not KEYS & set(out) and out["law"]["name"] == law
+    assert out["inference_aware"]["N"] == pytest.approx(2.418e10, rel=1e-3)
+    assert out["inference_aware"]["D"] == pytest.approx(2.657e12, rel=1e-3)
+    code, text, err = run(capsys, "--loss", 1.947, "--inference-tokens", 2e12, "--law", law)
+    assert code == 0 and "inference-aware" in text and "compute-optimal" not in text and "budget" not in text
+
+
+@pytest.mark.parametrize("extra,named", [(["--unique-tokens", "1e10"], "--unique-tokens"),
+                                         (["--overhead"], "--overhead"), (["--shape"], "--shape")])
+def test_other_questions_still_need_a_budget(capsys, extra, named):
+    code, out, err = run(capsys, "--loss", 2.0, "--inference-tokens", 1e12, *extra)
+    lines = err.strip().splitlines()
+    assert code == 2 and out == "" and len(lines) == 1 and named in lines[0] and "budget" in lines[0]

@@ -62,7 +62,7 @@ def test_smoke_report_end_to_end(tmp_path, cache_dir, capsys, study):
     assert f"[{len(runs)}/{len(runs)}]" in err
 
     if study == "rope-extrapolation":
-        from isoflop.recipes.studies.rope_extrapolation import _kinds, layout_runs
+        from isoflop.studies.rope_extrapolation import _kinds, layout_runs
 
         kinds = list(_kinds(32)) + [k for _, evals in layout_runs(32).values() for k in evals]
         assert [r["kind"] for r in results["rows"]] == kinds

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from isoflop.cli import main
-from isoflop.data.tokenizers import load_tokenizer
+from isoflop.data.tokenizers import load_saved_tokenizer
 
 
 @pytest.mark.parametrize("kind,flags", [("gzip", ["--token-bits", "16"]),
@@ -16,7 +16,7 @@ from isoflop.data.tokenizers import load_tokenizer
 def test_train_encode_decode_stats(kind, flags, tmp_path, corpus_dir, capsys) -> None:
     out = tmp_path / "tok"
     assert main(["tokenizer", "train", "--kind", kind, "--corpus", str(corpus_dir), "--out", str(out), *flags]) == 0
-    tok = load_tokenizer(out)
+    tok = load_saved_tokenizer(out)
     assert tok.kind == kind
     source = tmp_path / "in.bin"
     source.write_bytes(b"def return self\n\xff\x00 naive caf\xc3\xa9 \xe2\x96\x81" * 30)
@@ -59,3 +59,56 @@ def test_bad_files_exit_2(tmp_path, capsys) -> None:
                  ["stats", str(tmp_path / "nothing"), "--corpus", "stdlib"]):
         assert main(["tokenizer", *argv]) == 2
     assert not (tmp_path / "x").exists()
+
+
+class _Stop(Exception):
+    """Raised by the stand-in trainer once it has seen M1's run config."""
+
+
+def _m1_run_config(argv: list[str], corpus_dir, tmp_path, monkeypatch) -> object:
+    """The ExperimentConfig `tokenizer train` would train M1 with (training itself stubbed out)."""
+    import isoflop.train.run
+
+    seen = []
+
+    def record(cfg, run_dir, **kw):
+        seen.append(cfg)
+        raise _Stop
+
+    monkeypatch.setattr(isoflop.train.run, "run_training", record)
+    with pytest.raises(_Stop):
+        main(["tokenizer", "train", "--corpus", str(corpus_dir), "--out", str(tmp_path / "tok"), *argv])
+    assert not (tmp_path / "tok").exists()
+    return seen[0]
+
+
+def test_m1_is_trained_with_the_documented_defaults(tmp_path, corpus_dir, monkeypatch) -> None:
+    from isoflop.cli.tokenizer import M1Training
+
+    run = _m1_run_config(["--kind", "equalinfo-ac", "--max-bytes", "9000"], corpus_dir, tmp_path, monkeypatch)
+    defaults = M1Training()
+    assert (defaults.steps, defaults.d_model, defaults.n_layers, defaults.seq_len, defaults.batch_size,
+            defaults.lr) == (300, 128, 2, 256, 16, 0.003)  # the values the docstrings document
+    assert (run.train.horizon.steps, run.train.batch_size, run.optim.lr) == (300, 16, 0.003)
+    assert (run.model.d_model, run.model.n_layers, run.model.n_heads, run.data.seq_len) == (128, 2, 2, 256)
+    assert (run.data.tokenizer.kind, run.data.corpus, run.data.max_bytes) == ("byte", str(corpus_dir), 9000)
+
+
+def test_m1_options_are_set_with_the_m1_prefix(tmp_path, corpus_dir, monkeypatch) -> None:
+    run = _m1_run_config(["--kind", "ac", "--set", "m1_steps=7", "--set", "data.tokenizer.m1_lr=0.01",
+                          "--set", "m1_d_model=64", "--set", "rows=2"], corpus_dir, tmp_path, monkeypatch)
+    assert (run.train.horizon.steps, run.optim.lr, run.model.d_model, run.model.n_heads) == (7, 0.01, 64, 1)
+    assert run.train.batch_size == 16  # the rest keep their defaults
+
+
+@pytest.mark.parametrize("argv,names", [
+    (["--kind", "ac", "--set", "m1_stepz=5"], "did you mean 'm1_steps'"),
+    (["--kind", "ac", "--set", "m1_steps=0"], "m1_steps"),
+    (["--kind", "equalinfo-ac", "--set", "m1_lr=-1"], "m1_lr"),
+    (["--kind", "gzip", "--set", "m1_steps=5"], "apply only to the kinds ac and equalinfo-ac"),
+])
+def test_bad_m1_options_exit_2(argv, names, tmp_path, corpus_dir, capsys) -> None:
+    out = tmp_path / "tok"
+    assert main(["tokenizer", "train", *argv, "--corpus", str(corpus_dir), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert names in err and len(err.splitlines()) == 1 and not out.exists()

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from isoflop.cli import main
 from isoflop.config import ConfigError
 from isoflop.data.config import EqualInfoACTokenizerConfig, TokenizerConfig
-from isoflop.data.tokenizers import load_tokenizer
+from isoflop.data.tokenizers import load_saved_tokenizer
 from isoflop.data.tokenizers.arithmetic import BitString, Decoder, Encoder, quantize_cdf
 from isoflop.data.tokenizers.equalinfo import EqualInfoACTokenizer
 from isoflop.data.tokenizers.equalinfo_cell import coding_interval
@@ -202,7 +202,7 @@ def test_other_window_sizes(m1: M1, window_bits: int, token_bits: int, decoding:
 
 def test_save_load_and_foreign_ids(tok: EqualInfoACTokenizer, tmp_path) -> None:
     tok.save(tmp_path / "t")
-    loaded = load_tokenizer(tmp_path / "t")
+    loaded = load_saved_tokenizer(tmp_path / "t")
     assert isinstance(loaded, EqualInfoACTokenizer) and loaded.fingerprint() == tok.fingerprint()
     assert np.array_equal(loaded.encode(SOURCE[:200]), tok.encode(SOURCE[:200]))
     with pytest.raises(ValueError, match="whole windows"):
@@ -264,9 +264,12 @@ def test_cli_takes_m1_from_a_run_and_the_folder_fixes_its_shape(tmp_path, corpus
     out = tmp_path / "tok"
     assert main(["tokenizer", "train", "--kind", "ac", "--corpus", str(corpus_dir), "--out", str(out),
                  "--m1", str(tmp_path / "m1_run"), "--json"]) == 0
-    printed = json.loads(capsys.readouterr().out)["config"]
-    shape = {"m1_d_model": 48, "m1_n_layers": 1, "m1_seq_len": 24}
-    assert {k: printed[k] for k in shape} == shape
+    printed = json.loads(capsys.readouterr().out)
+    shape = {"d_model": 48, "n_layers": 1, "train_length": 24}
+    assert {k: printed["m1"][k] for k in shape} == shape
+    assert printed["config"]["context"] == 24  # an ac context defaults to the run's M1's training length
     data = DataConfig.from_dict({"corpus": str(corpus_dir), "tokenizer": {"kind": "ac", "path": str(out)}})
-    assert {k: getattr(data.tokenizer, k) for k in shape} == shape  # what a run's config.json then records
-    assert data.tokenizer.m1_steps == 300  # how M1 trained is not saved: the configured value, unused
+    m1 = load_saved_tokenizer(out).m1
+    assert (m1.model.cfg.d_model, m1.model.cfg.n_layers, m1.train_length) == (48, 1, 24)  # the folder fixes M1
+    assert data.tokenizer.context == 24
+    assert not any(k.startswith("m1_") for k in data.tokenizer.to_dict())  # how M1 trained is not a run's knob

@@ -83,12 +83,43 @@ def test_every_window_once_per_epoch(n_tok: int, seq_len: int, batch: int, seed:
     assert loader.permutation(0).tolist() == np.random.default_rng([seed, 0]).permutation(n).tolist()
 
 
-def test_epochs_differ_and_seeds_differ() -> None:
-    toks = tokens(20_000)
-    loader = TrainLoader(toks, seq_len=8, global_batch=4, seed=0)
+def reference_batch(toks: np.ndarray, *, seq_len: int, global_batch: int, seed: int, index: int,
+                    rank: int = 0, world_size: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Global batch `index` by the rule of loader.py's docstring, written plainly: the epochs' permutations
+    laid end to end, samples [i*G, (i+1)*G), rank r's rows [r*G/W, (r+1)*G/W), window w = tokens
+    [w*T, w*T + T + 1), inputs its first T tokens and targets its last T."""
+    n = (len(toks) - 1) // seq_len
+    order: list[int] = []
+    epoch = 0
+    while len(order) < (index + 1) * global_batch:
+        order += np.random.default_rng([seed, epoch]).permutation(n).tolist()
+        epoch += 1
+    local = global_batch // world_size
+    first = index * global_batch + rank * local
+    rows = np.stack([toks[w * seq_len: w * seq_len + seq_len + 1].astype(np.int64)
+                     for w in order[first:first + local]])
+    return rows[:, :-1], rows[:, 1:]
+
+
+@pytest.mark.parametrize(("n_tok", "seq_len", "global_batch", "seed", "world_size"),
+                         [(20_000, 8, 4, 0, 1), (20_000, 8, 4, 1, 2), (101, 7, 6, 5, 3), (57, 4, 5, 2, 1)])
+def test_batches_are_the_documented_windows(n_tok, seq_len, global_batch, seed, world_size) -> None:
+    """Every batch (epoch boundaries mid-batch included: 57 tokens hold 14 windows, batches of 5) equals the
+    one the documented permutation rule gives, on every rank; seeds and epochs change the order."""
+    toks = tokens(n_tok)
+    loaders = [TrainLoader(toks, seq_len=seq_len, global_batch=global_batch, seed=seed, rank=r,
+                           world_size=world_size) for r in range(world_size)]
+    for index in range(3 * ((n_tok - 1) // seq_len) // global_batch + 2):  # about three epochs
+        for rank, loader in enumerate(loaders):
+            x, y = loader.next()
+            want_x, want_y = reference_batch(toks, seq_len=seq_len, global_batch=global_batch, seed=seed,
+                                             index=index, rank=rank, world_size=world_size)
+            np.testing.assert_array_equal(x.numpy(), want_x)
+            np.testing.assert_array_equal(y.numpy(), want_y)
+    loader = loaders[0]
     assert not np.array_equal(loader.permutation(0), loader.permutation(1))
-    other = TrainLoader(toks, seq_len=8, global_batch=4, seed=1)
-    assert not torch.equal(loader.next()[0], other.next()[0])
+    other = TrainLoader(toks, seq_len=seq_len, global_batch=global_batch, seed=seed + 1)
+    assert not np.array_equal(loader.permutation(0), other.permutation(0))
 
 
 def test_bad_arguments() -> None:

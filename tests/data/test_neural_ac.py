@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from isoflop.config import ConfigError
 from isoflop.data.config import ACTokenizerConfig, TokenizerConfig
-from isoflop.data.tokenizers import load_tokenizer
+from isoflop.data.tokenizers import load_saved_tokenizer
 from isoflop.data.tokenizers.m1 import M1
 from isoflop.data.tokenizers.neural_ac import ACTokenizer
 from isoflop.nn.config import ModelConfig
@@ -75,7 +75,7 @@ def test_context_restart_matters_and_stays_lossless() -> None:
 
 def test_save_load_gives_the_same_tokenizer(tok: ACTokenizer, tmp_path) -> None:
     tok.save(tmp_path / "t")
-    loaded = load_tokenizer(tmp_path / "t")
+    loaded = load_saved_tokenizer(tmp_path / "t")
     assert isinstance(loaded, ACTokenizer) and loaded.fingerprint() == tok.fingerprint()
     doc = b"save me \x00\xff" * 20
     assert np.array_equal(loaded.encode(doc), tok.encode(doc)) and loaded.decode(tok.encode(doc)) == doc
@@ -101,7 +101,7 @@ def test_config() -> None:
         cfg.build([b"x"])  # M1 is trained by the CLI, not by a run
     tok = cfg.build_with_m1(tiny_m1().model)
     assert isinstance(tok, ACTokenizer) and tok.context == 32 and tok.decode(tok.encode(b"abc")) == b"abc"
-    for key, value in (("token_bits", 12), ("precision", 8), ("context", 0), ("m1_steps", 0)):
+    for key, value in (("token_bits", 12), ("precision", 8), ("context", 0)):
         with pytest.raises(ConfigError) as e:
             TokenizerConfig.from_dict({"kind": "ac", key: value})
         assert e.value.key.endswith(key)

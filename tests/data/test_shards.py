@@ -13,7 +13,7 @@ from isoflop.config import ConfigError
 from isoflop.data import shards
 from isoflop.data.config import BPETokenizerConfig, ByteTokenizerConfig, DataConfig
 from isoflop.data.corpus import iter_documents
-from isoflop.data.shards import PreparedData, is_val_document, prepare
+from isoflop.data.shards import PreparedData, is_val_document, prepare_shards
 from isoflop.data.tokenizers.bpe import BPETokenizer
 
 WORDS = "the model of data and a compute token budget scaling law to in is for loss".split()
@@ -52,7 +52,7 @@ def split_documents(data: PreparedData, split: str) -> list[bytes]:
 def test_meta_counts_and_split_by_document(tmp_path: Path, tokenizer) -> None:
     cfg = data_cfg(tmp_path, tokenizer=tokenizer)
     messages: list[str] = []
-    data = prepare(cfg, progress=messages.append)
+    data = prepare_shards(cfg, progress=messages.append)
     assert messages and any("tokenizing" in m for m in messages)
     docs = list(iter_documents(cfg))
     val_docs = [d for i, d in enumerate(docs) if is_val_document(i, cfg.val_fraction)]
@@ -89,7 +89,7 @@ def test_bpe_is_trained_on_training_documents_only(tmp_path: Path, monkeypatch: 
 
     monkeypatch.setattr(BPETokenizer, "train", classmethod(spy))
     cfg = data_cfg(tmp_path, tokenizer=BPETokenizerConfig(vocab_size=400, train_bytes=3000))
-    data = prepare(cfg)
+    data = prepare_shards(cfg)
     val_docs = set(split_documents(data, "val"))
     assert seen and not val_docs & set(seen)
     assert sum(map(len, seen[:-1])) < 3000  # the lazy corpus was read only as far as train_bytes
@@ -97,23 +97,23 @@ def test_bpe_is_trained_on_training_documents_only(tmp_path: Path, monkeypatch: 
 
 def test_second_prepare_reuses_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = data_cfg(tmp_path)
-    first = prepare(cfg)
+    first = prepare_shards(cfg)
     stat = (first.directory / "train.bin").stat()
     monkeypatch.setattr(shards, "_build", lambda *a, **k: pytest.fail("rebuilt a cached entry"))
     messages: list[str] = []
-    second = prepare(cfg, progress=messages.append)
+    second = prepare_shards(cfg, progress=messages.append)
     assert second.directory == first.directory and second.meta == first.meta
     assert (second.directory / "train.bin").stat().st_mtime_ns == stat.st_mtime_ns
     assert any("cached" in m for m in messages)
     # seq_len does not change the tokens, so it shares the entry; val_fraction does not
-    assert prepare(data_cfg(tmp_path, corpus=cfg.corpus, seq_len=8)).directory == first.directory
+    assert prepare_shards(data_cfg(tmp_path, corpus=cfg.corpus, seq_len=8)).directory == first.directory
     monkeypatch.undo()
-    assert prepare(data_cfg(tmp_path, corpus=cfg.corpus, val_fraction=0.3)).directory != first.directory
+    assert prepare_shards(data_cfg(tmp_path, corpus=cfg.corpus, val_fraction=0.3)).directory != first.directory
 
 
 def test_partial_temp_dir_and_corrupt_entry_are_not_trusted(tmp_path: Path) -> None:
     cfg = data_cfg(tmp_path)
-    good = prepare(cfg)
+    good = prepare_shards(cfg)
     expected = np.array(good.tokens("train"))
     key = good.directory.name
     # A crashed preparer's half-written temp dir, meta and all, is never read.
@@ -124,17 +124,17 @@ def test_partial_temp_dir_and_corrupt_entry_are_not_trusted(tmp_path: Path) -> N
     # A damaged published entry (truncated shard) is detected and rebuilt.
     with open(good.directory / "train.bin", "r+b") as fh:
         fh.truncate(10)
-    again = prepare(cfg)
+    again = prepare_shards(cfg)
     assert again.directory == good.directory
     np.testing.assert_array_equal(again.tokens("train"), expected)
     (good.directory / "meta.json").write_text("{not json")
-    np.testing.assert_array_equal(prepare(cfg).tokens("train"), expected)
+    np.testing.assert_array_equal(prepare_shards(cfg).tokens("train"), expected)
     assert not list(good.directory.parent.glob(".trash-*"))
 
 
 def test_losing_the_publish_race_reuses_the_winner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = data_cfg(tmp_path)
-    winner = prepare(cfg)
+    winner = prepare_shards(cfg)
     inode = (winner.directory / "train.bin").stat().st_ino
     real_open = shards.open_entry
     calls = []
@@ -144,14 +144,14 @@ def test_losing_the_publish_race_reuses_the_winner(tmp_path: Path, monkeypatch: 
         return None if len(calls) == 1 else real_open(directory, inputs)
 
     monkeypatch.setattr(shards, "open_entry", not_there_at_first)
-    loser = prepare(cfg)  # builds its own copy, then finds the winner's entry when it tries to publish
+    loser = prepare_shards(cfg)  # builds its own copy, then finds the winner's entry when it tries to publish
     assert len(calls) >= 2 and loser.directory == winner.directory
     assert (loser.directory / "train.bin").stat().st_ino == inode
     assert [p.name for p in winner.directory.parent.iterdir()] == [winner.directory.name]
 
 
 def _prepare_in_subprocess(cfg_dict: dict) -> tuple[str, dict]:
-    data = prepare(DataConfig.from_dict(cfg_dict))
+    data = prepare_shards(DataConfig.from_dict(cfg_dict))
     return str(data.directory), data.meta
 
 
@@ -162,24 +162,24 @@ def test_concurrent_preparers(tmp_path: Path) -> None:
     assert results[0] == results[1]
     directory = Path(results[0][0])
     assert [p.name for p in directory.parent.iterdir()] == [directory.name]
-    assert prepare(cfg).meta == results[0][1]
+    assert prepare_shards(cfg).meta == results[0][1]
 
 
 def test_corpus_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
-        prepare(data_cfg(tmp_path, corpus=str(tmp_path / "missing")))
+        prepare_shards(data_cfg(tmp_path, corpus=str(tmp_path / "missing")))
     assert err.value.key == "data.corpus"
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "a.txt").write_bytes(b"")
     with pytest.raises(ConfigError, match="no documents") as err:
-        prepare(data_cfg(tmp_path, corpus=str(tmp_path / "empty")))
+        prepare_shards(data_cfg(tmp_path, corpus=str(tmp_path / "empty")))
     assert err.value.key == "data.corpus"
     (tmp_path / "one.txt").write_bytes(b"x" * 10_000)
     with pytest.raises(ConfigError, match="single document") as err:
-        prepare(data_cfg(tmp_path, corpus=str(tmp_path / "one.txt")))
+        prepare_shards(data_cfg(tmp_path, corpus=str(tmp_path / "one.txt")))
     assert err.value.key == "data.corpus"
     with pytest.raises(ConfigError, match="no documents within data.max_bytes"):
-        prepare(data_cfg(tmp_path, max_bytes=5))
+        prepare_shards(data_cfg(tmp_path, max_bytes=5))
     assert not list((tmp_path / "cache" / "shards").glob(".tmp-*"))  # failed builds leave nothing behind
 
 
@@ -196,19 +196,19 @@ def test_validation_gets_at_least_one_document(tmp_path: Path) -> None:
     for i in range(10):
         (corpus / f"{i}.txt").write_bytes(bytes([65 + i]) * 100)
     fraction = _fraction_with_no_val_document(10)
-    data = prepare(data_cfg(tmp_path, corpus=str(corpus), val_fraction=fraction, seq_len=50))
+    data = prepare_shards(data_cfg(tmp_path, corpus=str(corpus), val_fraction=fraction, seq_len=50))
     assert split_documents(data, "val") == [b"J" * 100]  # the last document moves over
     assert data.meta["splits"]["train"]["n_documents"] == 9
     with pytest.raises(ConfigError) as err:  # 101 validation tokens cannot fill a window of 129
-        prepare(data_cfg(tmp_path, corpus=str(corpus), val_fraction=fraction, seq_len=128))
+        prepare_shards(data_cfg(tmp_path, corpus=str(corpus), val_fraction=fraction, seq_len=128))
     assert err.value.key == "data.val_fraction"
     with pytest.raises(ConfigError) as err:
-        prepare(data_cfg(tmp_path, corpus=str(corpus), val_fraction=fraction, seq_len=5000))
+        prepare_shards(data_cfg(tmp_path, corpus=str(corpus), val_fraction=fraction, seq_len=5000))
     assert err.value.key == "data.corpus" and "training split" in str(err.value)
 
 
 def test_a_slow_tokenizer_reports_progress_inside_a_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Neural coders take minutes per batch: what they pass to `progress` reaches prepare's messages."""
+    """Neural coders take minutes per batch: what they pass to `progress` reaches prepare_shards's messages."""
     from isoflop.data.tokenizers.byte import ByteTokenizer
 
     def encode_batch(self, docs, progress=None):
@@ -220,7 +220,7 @@ def test_a_slow_tokenizer_reports_progress_inside_a_batch(tmp_path: Path, monkey
     monkeypatch.setattr(shards, "_IN_BATCH_PROGRESS_EVERY_S", -1.0)  # every report becomes a message
     messages: list[str] = []
     cfg = data_cfg(tmp_path)
-    prepare(cfg, progress=messages.append)
+    prepare_shards(cfg, progress=messages.append)
     sizes = [len(d) for d in iter_documents(cfg)]  # the corpus is one batch
     total = sum(sizes)
     expected = [f"tokenizing: {sum(sizes[:i]) / 1e6:.2f} MB / {total / 1e6:.1f} MB" for i in range(1, len(sizes) + 1)]
@@ -228,7 +228,7 @@ def test_a_slow_tokenizer_reports_progress_inside_a_batch(tmp_path: Path, monkey
 
 
 def test_tokens_are_read_only_memmaps(tmp_path: Path) -> None:
-    data = prepare(data_cfg(tmp_path))
+    data = prepare_shards(data_cfg(tmp_path))
     tokens = data.tokens("train")
     assert isinstance(tokens, np.memmap) and not tokens.flags.writeable
 
@@ -237,11 +237,11 @@ def test_tokens_are_read_only_memmaps(tmp_path: Path) -> None:
 def test_documents_cut_in_pieces_give_the_same_tokens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                       tokenizer) -> None:
     corpus = make_corpus(tmp_path / "corpus")
-    whole = prepare(data_cfg(tmp_path, corpus=str(corpus), tokenizer=tokenizer, cache_dir=str(tmp_path / "a")))
+    whole = prepare_shards(data_cfg(tmp_path, corpus=str(corpus), tokenizer=tokenizer, cache_dir=str(tmp_path / "a")))
     # Tiny pieces and batches: documents span several pieces and pieces span batches.
     monkeypatch.setattr(shards, "_PIECE_BYTES", 50)
     monkeypatch.setattr(shards, "_BATCH_BYTES", 120)
-    cut = prepare(data_cfg(tmp_path, corpus=str(corpus), tokenizer=tokenizer, cache_dir=str(tmp_path / "b")))
+    cut = prepare_shards(data_cfg(tmp_path, corpus=str(corpus), tokenizer=tokenizer, cache_dir=str(tmp_path / "b")))
     assert cut.meta["splits"] == whole.meta["splits"]
     for split in ("train", "val"):
         np.testing.assert_array_equal(cut.tokens(split), whole.tokens(split))
@@ -253,7 +253,7 @@ def test_moving_the_last_document_in_chunks(tmp_path: Path, monkeypatch: pytest.
     corpus.mkdir()
     for i in range(10):
         (corpus / f"{i}.txt").write_bytes(bytes(range(i, i + 60)))
-    data = prepare(data_cfg(tmp_path, corpus=str(corpus), val_fraction=_fraction_with_no_val_document(10),
+    data = prepare_shards(data_cfg(tmp_path, corpus=str(corpus), val_fraction=_fraction_with_no_val_document(10),
                             seq_len=20))
     assert split_documents(data, "val") == [bytes(range(9, 69))]
     assert split_documents(data, "train") == [bytes(range(i, i + 60)) for i in range(9)]
@@ -264,5 +264,5 @@ def test_unwritable_cache_dir_is_a_config_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("a file where the cache folder should be")
     with pytest.raises(ConfigError) as err:
-        prepare(data_cfg(tmp_path, cache_dir=str(blocker)))
+        prepare_shards(data_cfg(tmp_path, cache_dir=str(blocker)))
     assert err.value.key == "data.cache_dir"

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from isoflop.config import ConfigError
 from isoflop.data.config import StaticACTokenizerConfig, TokenizerConfig
-from isoflop.data.tokenizers import load_tokenizer
+from isoflop.data.tokenizers import load_saved_tokenizer
 from isoflop.data.tokenizers.arithmetic import information_bits
 from isoflop.data.tokenizers.static_ac import END, MODEL_FILE, StaticACTokenizer
 
@@ -87,7 +87,7 @@ def test_decode_rejects_foreign_input(tok: StaticACTokenizer) -> None:
 
 def test_save_load_equality(tok: StaticACTokenizer, tmp_path) -> None:
     tok.save(tmp_path / "t")
-    loaded = load_tokenizer(tmp_path / "t")
+    loaded = load_saved_tokenizer(tmp_path / "t")
     assert isinstance(loaded, StaticACTokenizer)
     assert (loaded.vocab_size, loaded.eot_id, loaded.token_bits) == (tok.vocab_size, tok.eot_id, tok.token_bits)
     assert loaded.fingerprint() == tok.fingerprint()
@@ -99,10 +99,10 @@ def test_save_load_equality(tok: StaticACTokenizer, tmp_path) -> None:
     model["cdf"][5] = model["cdf"][4]  # not strictly increasing
     (tmp_path / "t" / MODEL_FILE).write_text(json.dumps(model))
     with pytest.raises(ConfigError, match="bad static-ac model"):
-        load_tokenizer(tmp_path / "t")
+        load_saved_tokenizer(tmp_path / "t")
     (tmp_path / "t" / MODEL_FILE).unlink()
     with pytest.raises(ConfigError, match="missing"):
-        load_tokenizer(tmp_path / "t")
+        load_saved_tokenizer(tmp_path / "t")
 
 
 def test_compression_is_near_the_byte_entropy(tok: StaticACTokenizer) -> None:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from isoflop.config import ConfigError
 from isoflop.data.config import BPETokenizerConfig, ByteTokenizerConfig, TokenizerConfig
-from isoflop.data.tokenizers import Tokenizer, load_tokenizer
+from isoflop.data.tokenizers import Tokenizer, load_saved_tokenizer
 from isoflop.data.tokenizers.bpe import escape, unescape
 
 WORDS = ("the of and to in is that for it as was with be by on not he this are or his from at which but "
@@ -116,19 +116,59 @@ def test_decode_drops_eot(tok: Tokenizer) -> None:
     assert tok.decode(joined.astype(np.uint16)) == b"first docsecond"
 
 
+def gpt2_bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable char table (openai/gpt-2, src/encoder.py `bytes_to_unicode`), written again."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    others = [b for b in range(256) if b not in printable]
+    return {**{b: chr(b) for b in printable}, **{b: chr(256 + i) for i, b in enumerate(others)}}
+
+
+def reference_decode(bpe: Tokenizer, ids: list[int]) -> bytes:
+    """The documented decoding, written plainly from the library's own vocabulary: each id's escaped UTF-8
+    bytes (a learned token's ByteLevel chars mapped back to bytes; an added escape token's text; nothing for
+    end-of-text), joined, then every 3-byte UTF-8 char U+F780..U+F7FF turned back into its byte (cp - 0xF700)."""
+    byte_of = {c: b for b, c in gpt2_bytes_to_unicode().items()}
+    lib = bpe._tok  # the `tokenizers.Tokenizer` under test: its vocabulary is the ground truth
+    added = {i: t.content for i, t in lib.get_added_tokens_decoder().items()}
+    piece = {i: p for p, i in lib.get_vocab(with_added_tokens=True).items()}
+    escaped = b"".join(b"" if i == bpe.eot_id else added[i].encode() if i in added
+                       else bytes(byte_of[c] for c in piece[i]) for i in ids)
+    out, j = bytearray(), 0
+    while j < len(escaped):
+        three = escaped[j:j + 3]
+        if len(three) == 3 and three[:2] in (b"\xef\x9e", b"\xef\x9f") and 0x80 <= three[2] <= 0xBF:
+            out.append((((three[1] & 0x3F) << 6) | (three[2] & 0x3F)) + 0xF000 - 0xF700)
+            j += 3
+        else:
+            out.append(escaped[j])
+            j += 1
+    return bytes(out)
+
+
 @SAMPLE
 @given(st.data())
 def test_bpe_decode_is_total(bpe: Tokenizer, data: st.DataObject) -> None:
-    """Any id sequence decodes, non-canonical ones (base bytes spelling an escape) included."""
-    ids = data.draw(st.lists(st.integers(0, bpe.vocab_size - 1), max_size=50))
-    out = bpe.decode(ids)
-    assert isinstance(out, bytes)
+    """Any id sequence decodes, non-canonical ones (base bytes spelling an escape) included, to exactly the
+    bytes the documented rule gives (bpe.py's module docstring), computed here from the vocabulary alone."""
+    base = {b: bpe._tok.token_to_id(c) for b, c in gpt2_bytes_to_unicode().items()}  # the 256 base-byte tokens
+    escape_bytes = st.sampled_from([[base[0xEF], base[0x9E], base[x]] for x in (0x80, 0xBF)]
+                                   + [[base[0xEF], base[0x9F], base[0xBF]], [base[0xEF], base[0x9E]]])
+    chunk = st.one_of(st.lists(st.integers(0, bpe.vocab_size - 1), max_size=8), escape_bytes)
+    ids = [i for part in data.draw(st.lists(chunk, max_size=8)) for i in part]
+    assert bpe.decode(ids) == reference_decode(bpe, ids)
+
+
+def test_bpe_base_bytes_spelling_an_escape_decode_to_the_escaped_byte(bpe: Tokenizer) -> None:
+    base = {b: bpe._tok.token_to_id(c) for b, c in gpt2_bytes_to_unicode().items()}
+    assert bpe.decode([base[0xEF], base[0x9E], base[0x80]]) == b"\x80"  # U+F780 spelled byte by byte
+    assert bpe.decode([base[0xEF], base[0x9F], base[0xBF], base[ord("a")]]) == b"\xffa"  # U+F7FF, then "a"
+    assert bpe.decode([base[0xEF], base[0x9E]]) == b"\xef\x9e"  # a cut-off escape stays as its bytes
 
 
 def test_save_load_and_fingerprint(tok: Tokenizer, tmp_path) -> None:
     assert isinstance(tok, Tokenizer)
     tok.save(tmp_path / "t")
-    loaded = load_tokenizer(tmp_path / "t")
+    loaded = load_saved_tokenizer(tmp_path / "t")
     assert (loaded.kind, loaded.vocab_size, loaded.eot_id) == (tok.kind, tok.vocab_size, tok.eot_id)
     assert loaded.fingerprint() == tok.fingerprint()
     sample = bytes(range(256)) + "naïve \uf7a0 the model".encode()
@@ -138,10 +178,14 @@ def test_save_load_and_fingerprint(tok: Tokenizer, tmp_path) -> None:
 
 def test_load_tokenizer_errors(tmp_path) -> None:
     with pytest.raises(ConfigError, match="not a saved tokenizer"):
-        load_tokenizer(tmp_path)
+        load_saved_tokenizer(tmp_path)
     (tmp_path / "tokenizer_meta.json").write_text('{"kind": "nope"}')
-    with pytest.raises(ConfigError, match="unknown tokenizer kind"):
-        load_tokenizer(tmp_path)
+    with pytest.raises(ConfigError, match="unknown kind 'nope'") as e:
+        load_saved_tokenizer(tmp_path)
+    assert e.value.key == str(tmp_path / "tokenizer_meta.json")
+    (tmp_path / "tokenizer_meta.json").write_text('{"kind": "bpee"}')  # the family's one "did you mean"
+    with pytest.raises(ConfigError, match="did you mean 'bpe'"):
+        load_saved_tokenizer(tmp_path)
 
 
 def test_byte_tokenizer_ids_are_bytes() -> None:

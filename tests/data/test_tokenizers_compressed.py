@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from isoflop.config import ConfigError
 from isoflop.data.config import DataConfig, GzipTokenizerConfig, TokenizerConfig
-from isoflop.data.tokenizers import load_tokenizer
+from isoflop.data.tokenizers import load_saved_tokenizer
 from isoflop.data.tokenizers.bytepiece import BytePieceTokenizer, _Unigram, chunks
 from isoflop.data.tokenizers.gzip import GzipTokenizer
 
@@ -82,7 +82,7 @@ def test_pieces_concatenate_to_the_whole_encoding(tok) -> None:
 
 def test_save_load_round_trip(tok, tmp_path) -> None:
     tok.save(tmp_path / "t")
-    again = load_tokenizer(tmp_path / "t")
+    again = load_saved_tokenizer(tmp_path / "t")
     assert again.fingerprint() == tok.fingerprint()
     assert again.vocab_size == tok.vocab_size and again.eot_id == tok.eot_id
     doc = b"".join(training_docs()[-3:])
@@ -172,14 +172,13 @@ def test_gzip_decodes_documents_separated_by_end_of_text() -> None:
 
 def test_gzip_bits_per_byte_uses_the_exact_document_bytes(tmp_path, corpus_dir, monkeypatch) -> None:
     """Over a whole validation split, bits/byte = total loss in bits / total document bytes."""
-    from isoflop.data.shards import prepare
-    from isoflop.train.artifacts import token_bytes
-    from isoflop.train.evaluate import evaluate
+    from isoflop.data.shards import prepare_shards
+    from isoflop.train.evaluate import evaluate, token_bytes
 
     monkeypatch.setenv("ISOFLOP_CACHE", str(tmp_path))
     cfg = DataConfig.from_dict({"corpus": str(corpus_dir), "seq_len": 16, "val_fraction": 0.2,
                                 "tokenizer": {"kind": "gzip", "token_bits": 8}})
-    data = prepare(cfg)
+    data = prepare_shards(cfg)
     tokens = torch.as_tensor(data.tokens("val").astype(np.int64))
     inputs = torch.cat([torch.tensor([data.tokenizer.eot_id]), tokens[:-1]]).view(1, -1)
     targets = tokens.view(1, -1)  # every token of the split is scored once
@@ -226,8 +225,8 @@ def test_training_on_a_saved_tokenizer(kind, tok, tmp_path, corpus_dir, cache_di
     assert cfg.model_config.vocab_size >= tok.vocab_size
     with open(os.devnull, "w") as devnull:
         record = run_training(cfg, tmp_path / "run", stream=devnull)
-    assert load_tokenizer(tmp_path / "run" / "tokenizer").fingerprint() == tok.fingerprint()
-    assert math.isfinite(record["val_bpb"]) and record["tokenizer"] == kind
+    assert load_saved_tokenizer(tmp_path / "run" / "tokenizer").fingerprint() == tok.fingerprint()
+    assert math.isfinite(record.val_bpb) and record.tokenizer == kind
     shards = [p for p in (cache_dir / "shards").iterdir() if not p.name.startswith(".")]
     import json
 

@@ -152,7 +152,9 @@ def test_a_dynamic_rope_run_trained_at_seq_len_64_exports_with_equal_logits(tmp_
     assert cfg.model_config.rope == DynamicNtkRope(factor=4.0, original_max_position_embeddings=64)
     with open(os.devnull, "w") as devnull:
         run_training(cfg, tmp_path / "run", stream=devnull)
-    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    from isoflop.rundir import RunDir
+
+    saved = RunDir(tmp_path / "run").read_config()
     assert saved["model"]["rope"]["original_max_position_embeddings"] is None
 
     assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "hf")]) == 0

@@ -197,7 +197,7 @@ def test_trainer_run_and_eval_at_longer_lengths(tmp_path, corpus_dir, cache_dir,
     run = tmp_path / "run"
     with open(os.devnull, "w") as devnull:
         record = run_training(cfg, run, stream=devnull)
-    assert math.isfinite(record["val_loss"])
+    assert math.isfinite(record.val_loss)
     capsys.readouterr()
     assert cli_main(["eval", str(run), "--seq-len", "64,256", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)

@@ -9,7 +9,6 @@ tests' lists of kinds); a library kind is the same class at module level of its 
 
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
@@ -26,6 +25,7 @@ from isoflop.nn.generate import generate
 from isoflop.nn.rope import RopeConfig
 from isoflop.nn.rotary import Rotary, apply_rotary
 from isoflop.registry import Registry
+from isoflop.rundir import RunDir
 from tests.conftest import tiny_overrides
 from tests.nn.test_counting import _naive_sdpa
 from tests.nn.test_moe import _assert_counted_flops_match_the_counter
@@ -114,9 +114,8 @@ def _run(tmp_path, corpus_dir, overrides: list[str]):
     cfg = load_experiment("tiny", tiny_overrides(corpus_dir, steps=2) + ["eval.every=0", *overrides])
     with open(os.devnull, "w") as devnull:
         run_training(cfg, tmp_path / "run", stream=devnull)
-    saved = json.loads((tmp_path / "run" / "config.json").read_text())
-    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    train = [r for r in records if r["kind"] == "train"]
+    run = RunDir(tmp_path / "run")
+    saved, train = run.read_config(), run.metrics.train_records()
     assert len(train) == 2 and all(torch.isfinite(torch.tensor(r["loss"])) for r in train), train
     return saved, train, load_model(tmp_path / "run")
 

@@ -5,7 +5,6 @@ config forms older runs wrote still load; HF export holds the pure inits and ref
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -113,17 +112,19 @@ def test_checkpoint_keys_and_older_config_forms(tied_init):
     assert ExperimentConfig.from_dict(data).model.tied_init.kind == tied_init
 
 
-def test_a_run_whose_config_json_holds_the_older_form_resumes(tmp_path):
-    from isoflop.train.run import check_run_dir
+def test_a_run_whose_config_holds_the_older_form_resumes(tmp_path):
+    from isoflop.rundir import RunDir
+    from isoflop.train.run import saved_config
     from isoflop.train.spec import ExperimentConfig
 
     old = ExperimentConfig().to_dict()
-    old["model"].update(tie_embeddings=True, tied_init="projection")  # as config.json files before the family
-    (tmp_path / "config.json").write_text(json.dumps(old))
-    check_run_dir(tmp_path, ExperimentConfig.from_dict(old), resume=True)  # no "different config" refusal
+    old["model"].update(tie_embeddings=True, tied_init="projection")  # as runs wrote it before the family
+    run = RunDir(tmp_path)
+    run.write_config(old)
+    run.check_start(ExperimentConfig.from_dict(old).to_dict(), resume=True, normalize=saved_config)
     other = ExperimentConfig.from_dict({**old, "model": {**old["model"], "tied_init": "half_swap"}})
     with pytest.raises(ConfigError, match="different config"):
-        check_run_dir(tmp_path, other, resume=True)
+        run.check_start(other.to_dict(), resume=True, normalize=saved_config)
 
 
 @pytest.mark.parametrize("over,key", [({"tied_init": "projection"}, "model.tied_init"),

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from isoflop.science.frontier import FrontierError, crossings, monotone, pareto_frontier
+from isoflop.science.errors import ScienceError
+from isoflop.science.frontier import crossings, monotone, pareto_frontier
 from isoflop.science.records import Curve
 
 X = np.linspace(0, 8, 9)  # log10 cost
@@ -103,13 +104,13 @@ def test_three_curves_leader_per_interval():
 
 def test_errors():
     good = Curve("a", 1.0, np.ones(2), {"flops": np.array([1.0, 2.0])})
-    with pytest.raises(FrontierError, match="no curves"):
+    with pytest.raises(ScienceError, match="no curves"):
         pareto_frontier([])
-    with pytest.raises(FrontierError, match="'a' is used twice"):
+    with pytest.raises(ScienceError, match="'a' is used twice"):
         pareto_frontier([good, good])
-    with pytest.raises(FrontierError, match="b: costs must be positive"):
+    with pytest.raises(ScienceError, match="b: costs must be positive"):
         pareto_frontier([good, Curve("b", 1.0, np.ones(2), {"flops": np.array([0.0, 2.0])})])
-    with pytest.raises(FrontierError, match="b: a loss is not finite"):
+    with pytest.raises(ScienceError, match="b: a loss is not finite"):
         pareto_frontier([good, Curve("b", 1.0, np.array([1.0, np.nan]), {"flops": np.array([1.0, 2.0])})])
     with pytest.raises(ValueError, match="no cost axis 'elapsed_s'"):
         pareto_frontier([good], axis="elapsed_s")

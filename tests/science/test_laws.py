@@ -1,4 +1,5 @@
-"""Scaling laws against the reference notes (shared/reference/scaling.md): constants, allocations, worked examples."""
+"""Scaling laws against their published constants, allocations and worked examples (docs/science.md names the
+source of every number checked here)."""
 
 from __future__ import annotations
 
@@ -9,17 +10,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from isoflop.science.errors import ScienceError
 from isoflop.science.laws import (
     PRESETS,
     ChinchillaLaw,
     KaplanLaw,
-    LawError,
     MuennighoffLaw,
     law_from_dict,
     parse_law,
 )
 
-CHINCHILLA_C = 6 * 70e9 * 1.4e12  # 5.88e23, Chinchilla's own budget (reference §1.1)
+CHINCHILLA_C = 6 * 70e9 * 1.4e12  # 5.88e23, Chinchilla's own budget (70B parameters, 1.4T tokens)
 
 laws = st.builds(
     ChinchillaLaw,
@@ -50,7 +51,7 @@ def test_optimum_is_the_minimum_along_the_isoflop_line(law, log_c):
 
 
 def test_closed_forms_match_hoffmann_eq4():
-    law = PRESETS["hoffmann-tex"]
+    law = PRESETS.get("hoffmann-tex")
     al, be, A, B = law.alpha, law.beta, law.A, law.B
     assert law.a == be / (al + be) and law.b == al / (al + be)
     assert law.G == pytest.approx((al * A / (be * B)) ** (1 / (al + be)), rel=1e-15)
@@ -63,12 +64,12 @@ def test_closed_forms_match_hoffmann_eq4():
 
 @pytest.mark.parametrize("name, ratio", [("hoffmann-tex", 59.0), ("hoffmann", 92.8), ("epoch", 18.3)])
 def test_tokens_per_parameter_at_chinchilla_budget(name, ratio):
-    # reference §1.1 table and §2.3 (Epoch's point estimate at 5.88e23 FLOPs), ± 0.1 (acceptance check 6)
-    assert PRESETS[name].tokens_per_param(CHINCHILLA_C) == pytest.approx(ratio, abs=0.1)
+    # what each preset's constants imply at Chinchilla's budget (docs/science.md, "Checks"), ± 0.1
+    assert PRESETS.get(name).tokens_per_param(CHINCHILLA_C) == pytest.approx(ratio, abs=0.1)
 
 
 def test_loss_broadcasts():
-    law = PRESETS["epoch"]
+    law = PRESETS.get("epoch")
     N = np.array([1e8, 1e9, 1e10])[:, None]
     D = np.array([1e9, 1e10])[None, :]
     out = law.loss(N, D)
@@ -78,17 +79,17 @@ def test_loss_broadcasts():
 
 
 def test_preset_constants():
-    # reference §1.1 (Hoffmann rounded and TeX), §2.2 (Epoch), §4.1 (Kaplan), §4.4 (Muennighoff)
-    assert PRESETS["hoffmann"] == ChinchillaLaw(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
-    assert PRESETS["hoffmann-tex"] == ChinchillaLaw(E=1.69337368, A=406.401018, B=410.722827,
+    # Hoffmann rounded and TeX, Epoch, Kaplan, Muennighoff (docs/science.md, "Law presets")
+    assert PRESETS.get("hoffmann") == ChinchillaLaw(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
+    assert PRESETS.get("hoffmann-tex") == ChinchillaLaw(E=1.69337368, A=406.401018, B=410.722827,
                                                     alpha=0.33917084, beta=0.2849083)
-    assert PRESETS["hoffmann-tex"].theta == pytest.approx((6.0073404, 6.0179186, 0.5267228, 0.33917084,
+    assert PRESETS.get("hoffmann-tex").theta == pytest.approx((6.0073404, 6.0179186, 0.5267228, 0.33917084,
                                                            0.2849083), abs=1e-7)
-    epoch = PRESETS["epoch"]
+    epoch = PRESETS.get("epoch")
     assert (epoch.A, epoch.B, epoch.E) == pytest.approx((482.006, 2085.434, 1.81686), abs=1e-3)
     assert (epoch.alpha, epoch.beta) == (0.34781303, 0.36585412)
-    assert PRESETS["kaplan"] == KaplanLaw(N_c=6.4e13, D_c=1.8e13, alpha_N=0.076, alpha_D=0.103)
-    m = PRESETS["muennighoff"]
+    assert PRESETS.get("kaplan") == KaplanLaw(N_c=6.4e13, D_c=1.8e13, alpha_N=0.076, alpha_D=0.103)
+    m = PRESETS.get("muennighoff")
     assert (m.base.A, m.base.B, m.base.E) == pytest.approx((520.82, 1487.72, 1.8691), abs=5e-3)
     assert m.base.alpha == m.base.beta == 0.3526596
     assert (m.R_D_star, m.R_N_star) == (15.387756, 5.309743)
@@ -96,7 +97,7 @@ def test_preset_constants():
 
 
 def test_kaplan_joint_law():
-    law = PRESETS["kaplan"]
+    law = PRESETS.get("kaplan")
     N, D = 1.5e9, 3e10
     expected = ((6.4e13 / N) ** (0.076 / 0.103) + 1.8e13 / D) ** 0.103
     assert law.loss(N, D) == pytest.approx(expected, rel=1e-14)
@@ -105,20 +106,20 @@ def test_kaplan_joint_law():
 
 
 def test_muennighoff_readme_examples():
-    # datablations README (reference §4.4), to 1e-9 (acceptance check 9)
-    law = PRESETS["muennighoff"]
+    # huggingface/datablations README's worked examples, to 1e-9
+    law = PRESETS.get("muennighoff")
     assert law.loss(6.34e9, 25e9, D_total=242e9) == pytest.approx(2.2256440890, abs=1e-9)
     assert law.loss(8.67e9, 25e9, D_total=178e9) == pytest.approx(2.2269634075, abs=1e-9)
     assert law.loss(6.34e9, 25e9, epochs=242 / 25) == pytest.approx(2.2256440890, abs=1e-9)
     N, D = law.optimal(1e22, 25e9)
     assert N == pytest.approx(7.022e9, rel=5e-3) and D == pytest.approx(2.373e11, rel=5e-3)
-    with pytest.raises(ValueError):
+    with pytest.raises(ScienceError):
         law.loss(1e9, 1e10)
 
 
 def test_muennighoff_effective_data():
-    law = PRESETS["muennighoff"]
-    table = {1: 1.000, 2: 0.984, 4: 0.931, 8: 0.828, 16: 0.661, 40: 0.379}  # reference §4.4
+    law = PRESETS.get("muennighoff")
+    table = {1: 1.000, 2: 0.984, 4: 0.931, 8: 0.828, 16: 0.661, 40: 0.379}  # D'/D from the formula
     for epochs, fraction in table.items():
         assert law.effective_fraction(epochs) == pytest.approx(fraction, abs=5e-4)
     U = 1e9
@@ -133,10 +134,10 @@ def test_muennighoff_effective_data():
     assert law.loss(4 * n_opt, U, epochs=1) > law.base.loss(4 * n_opt, U)
 
 
-@pytest.mark.parametrize("name", list(PRESETS))
+@pytest.mark.parametrize("name", PRESETS.names())
 def test_presets_round_trip_through_text_and_dict(name):
-    law = PRESETS[name]
-    assert parse_law(name) is law
+    law = PRESETS.get(name)
+    assert parse_law(name) is law and name in PRESETS.names()
     assert law_from_dict(law.to_dict()) == law
     text = ",".join(f"{k}={v!r}" for k, v in law.to_dict().items())
     assert parse_law(text) == law
@@ -149,9 +150,9 @@ def test_parse_user_parameters_and_overrides():
     assert parse_law("hoffmann-tex,E=1.8") == ChinchillaLaw(E=1.8, A=406.401018, B=410.722827,
                                                              alpha=0.33917084, beta=0.2849083)
     m = parse_law("muennighoff,R_D_star=10")
-    assert isinstance(m, MuennighoffLaw) and m.R_D_star == 10.0 and m.base == PRESETS["muennighoff"].base
+    assert isinstance(m, MuennighoffLaw) and m.R_D_star == 10.0 and m.base == PRESETS.get("muennighoff").base
     k = parse_law("N_c=6.4e13,D_c=1.8e13,alpha_N=0.076,alpha_D=0.103")
-    assert k == PRESETS["kaplan"]
+    assert k == PRESETS.get("kaplan")
 
 
 @pytest.mark.parametrize("text, key", [
@@ -171,15 +172,45 @@ def test_parse_user_parameters_and_overrides():
 def test_parse_errors_name_the_key(text, key):
     with pytest.raises(ValueError) as info:
         parse_law(text)
-    assert isinstance(info.value, LawError) and info.value.key == key
+    assert isinstance(info.value, ScienceError) and info.value.key == key
     message = str(info.value)
     assert message.startswith(f"{key}:") and "\n" not in message
 
 
 def test_array_valued_law_is_a_batch_of_laws():
-    thetas = np.array([PRESETS["epoch"].theta, PRESETS["hoffmann-tex"].theta])
+    thetas = np.array([PRESETS.get("epoch").theta, PRESETS.get("hoffmann-tex").theta])
     batch = ChinchillaLaw.from_log(*thetas.T)
     ratios = batch.tokens_per_param(CHINCHILLA_C)
-    assert ratios == pytest.approx([PRESETS["epoch"].tokens_per_param(CHINCHILLA_C),
-                                    PRESETS["hoffmann-tex"].tokens_per_param(CHINCHILLA_C)], rel=1e-12)
-    assert math.isclose(ChinchillaLaw.from_log(*thetas[0]).A, PRESETS["epoch"].A, rel_tol=1e-15)
+    assert ratios == pytest.approx([PRESETS.get("epoch").tokens_per_param(CHINCHILLA_C),
+                                    PRESETS.get("hoffmann-tex").tokens_per_param(CHINCHILLA_C)], rel=1e-12)
+    assert math.isclose(ChinchillaLaw.from_log(*thetas[0]).A, PRESETS.get("epoch").A, rel_tol=1e-15)
+
+
+@settings(max_examples=100, deadline=None)
+@given(law=laws, log_c=st.floats(15.0, 30.0))
+def test_closed_form_inverses(law, log_c):
+    # the tokens with which N_opt(C) is compute-optimal are D_opt(C); the least-compute (N, D) reaching the
+    # compute-optimal loss at C is the compute-optimal point of C itself
+    C = 10.0**log_c
+    N, D = law.optimal(C)
+    assert law.optimal_tokens(N) == pytest.approx(D, rel=1e-9)
+    if law.loss_at(C) - law.E > 1e-9 * law.E:
+        N_l, D_l = law.optimal_at_loss(law.loss_at(C))
+        assert N_l == pytest.approx(N, rel=1e-6) and D_l == pytest.approx(D, rel=1e-6)
+
+
+def test_every_law_says_its_chinchilla_form():
+    # the planner asks a law for its Chinchilla form instead of inspecting its type
+    assert PRESETS.get("epoch").chinchilla is PRESETS.get("epoch")
+    assert PRESETS.get("muennighoff").chinchilla is PRESETS.get("muennighoff").base
+    assert PRESETS.get("kaplan").chinchilla is None
+    with pytest.raises(ScienceError, match="irreducible") as info:
+        PRESETS.get("epoch").optimal_at_loss(1.5)
+    assert info.value.key == "loss"
+
+
+def test_unknown_preset_suggests_the_closest():
+    with pytest.raises(ScienceError, match="did you mean 'hoffmann'"):
+        parse_law("hofman")
+    with pytest.raises(ScienceError, match="did you mean 'alpha'"):
+        parse_law("E=1.8,A=480,B=2100,alhpa=0.35,beta=0.37")

@@ -1,5 +1,5 @@
-"""The budget planner against the reference notes' worked examples (shared/reference/scaling.md §1.1, §2.3, §4.3,
-§4.4, §6) and its invariants."""
+"""The budget planner against published worked examples (Sardana et al.'s and Muennighoff et al.'s READMEs, the
+constants' implications; docs/science.md names each source) and its invariants."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 
 from isoflop.nn.config import ModelConfig
 from isoflop.nn.counting import param_groups
-from isoflop.science import plan as P
+from isoflop.science import compute_optimal as P
+from isoflop.science import uncertainty as U
 from isoflop.science.data_constrained import (
     MUENNIGHOFF_R_D_STAR,
     MUENNIGHOFF_R_N_STAR,
@@ -23,14 +24,14 @@ from isoflop.science.overhead import overhead_table
 from isoflop.science.shape import model_shape
 
 CHINCHILLA_C = 5.88e23  # 6 * 70e9 * 1.4e12
-# The constants of Sardana et al.'s README examples (nikhilsardana/beyond-chinchilla; reference §4.3)
+# The constants of Sardana et al.'s README examples (nikhilsardana/beyond-chinchilla, README.md)
 SARDANA = ChinchillaLaw(E=1.69, A=406.4, B=410.7, alpha=0.336, beta=0.283)
 CHINCHILLA_FORM = ["hoffmann", "hoffmann-tex", "epoch", "muennighoff"]
 
 
 @pytest.mark.parametrize("name", CHINCHILLA_FORM)
 def test_allocation_closes_and_matches_the_law(name):
-    law = PRESETS[name]
+    law = PRESETS.get(name)
     base = law.base if isinstance(law, MuennighoffLaw) else law
     for C in np.logspace(15, 27, 25):
         plan = P.compute_optimal(law, C)
@@ -42,7 +43,7 @@ def test_allocation_closes_and_matches_the_law(name):
 
 
 def test_allocation_is_the_minimum_on_the_isoflop_line():
-    law = PRESETS["epoch"]
+    law = PRESETS.get("epoch")
     plan = P.compute_optimal(law, 1e22)
     for k in (0.98, 1.02):
         N = k * plan.N_opt
@@ -51,12 +52,12 @@ def test_allocation_is_the_minimum_on_the_isoflop_line():
 
 @pytest.mark.parametrize("name,ratio", [("hoffmann-tex", 59.0), ("hoffmann", 92.8), ("epoch", 18.3)])
 def test_tokens_per_param_at_chinchilla_budget(name, ratio):
-    """Reference §1.1 and §6 check 6: TeX constants 59.0, rounded 92.8, Epoch's published point 18.3 (± 0.1)."""
-    assert P.compute_optimal(PRESETS[name], CHINCHILLA_C).tokens_per_param == pytest.approx(ratio, abs=0.1)
+    """TeX constants 59.0, rounded 92.8, Epoch's published point 18.3 (± 0.1) at Chinchilla's budget."""
+    assert P.compute_optimal(PRESETS.get(name), CHINCHILLA_C).tokens_per_param == pytest.approx(ratio, abs=0.1)
 
 
 def test_kaplan_numeric_optimum_matches_closed_form():
-    law = PRESETS["kaplan"]
+    law = PRESETS.get("kaplan")
     p = law.alpha_N / law.alpha_D
     for C in (1e20, 1e24):
         expected = (p * law.N_c**p * C / (6 * law.D_c)) ** (1 / (p + 1))
@@ -75,14 +76,14 @@ def test_flops_from_gpu_hours():
     with pytest.raises(ValueError, match="gpu_hours"):
         P.flops_from_gpu_hours(-1, 0.4, 989e12)
     with pytest.raises(ValueError, match="flops"):
-        P.compute_optimal(PRESETS["epoch"], -1e20)
+        P.compute_optimal(PRESETS.get("epoch"), -1e20)
 
 
 # --- Sardana et al. 2024 ----------------------------------------------------------------------------------------
 
 
 def test_inference_aware_worked_example():
-    """Reference §4.3 and §6 check 8: N* = 2.418e10, D* = 2.657e12 (± 0.1 %); 70.96 % / 146.77 % / 95.22 %."""
+    """Sardana et al.'s README: N* = 2.418e10, D* = 2.657e12 (± 0.1 %); 70.96 % / 146.77 % / 95.22 %."""
     assert SARDANA.loss(70e9, 1e12) == pytest.approx(1.947, abs=5e-4)
     out = inference_aware(SARDANA, 1.947, 2e12).to_dict()
     assert out["N"] == pytest.approx(2.418e10, rel=1e-3)
@@ -97,7 +98,7 @@ def test_inference_aware_worked_example():
 
 def test_inference_aware_minimises_lifetime_flops_on_the_iso_loss_curve():
     plan = inference_aware(SARDANA, 1.947, 2e12)
-    E, A, B, alpha, beta = P.chinchilla_params(SARDANA)
+    E, A, B, alpha, beta = SARDANA.E, SARDANA.A, SARDANA.B, SARDANA.alpha, SARDANA.beta
     for k in (0.95, 1.05):  # move along L(N, D) = 1.947
         D = k * plan.D
         N = (A / (1.947 - E - B * D**-beta)) ** (1 / alpha)
@@ -115,7 +116,7 @@ def test_inference_free_limit_is_chinchilla_inverse():
 
 
 def test_chinchilla_optimal_30b():
-    """Reference §4.3: D = 1.556e12, L = 1.958253, training FLOPs 2.801e23."""
+    """Sardana et al.'s README: D = 1.556e12, L = 1.958253, training FLOPs 2.801e23."""
     plan = P.optimal_tokens(SARDANA, 30e9)
     assert plan.D_opt == pytest.approx(1.556e12, rel=5e-4)
     assert plan.loss == pytest.approx(1.958253, abs=5e-7)
@@ -126,8 +127,8 @@ def test_chinchilla_optimal_30b():
 
 
 def test_data_constrained_readme_losses_and_allocation():
-    """Reference §4.4 and §6 check 9: losses to 1e-9; C = 1e22, U = 25e9 -> D = 2.373e11, N = 7.022e9 (± 0.5 %)."""
-    law = PRESETS["muennighoff"]
+    """The datablations README: losses to 1e-9; C = 1e22, U = 25e9 -> D = 2.373e11, N = 7.022e9 (± 0.5 %)."""
+    law = PRESETS.get("muennighoff")
     assert law.loss(6.34e9, 25e9, D_total=242e9) == pytest.approx(2.2256440890, abs=1e-9)
     assert law.loss(8.67e9, 25e9, D_total=178e9) == pytest.approx(2.2269634075, abs=1e-9)
     out = data_constrained(law, 1e22, 25e9).to_dict()
@@ -140,19 +141,19 @@ def test_data_constrained_readme_losses_and_allocation():
 
 
 def test_effective_data_fractions():
-    law = PRESETS["muennighoff"]
+    law = PRESETS.get("muennighoff")
     assert law.effective_fraction(4) == pytest.approx(0.931, abs=5e-4)
     assert law.effective_fraction(16) == pytest.approx(0.661, abs=5e-4)
 
 
 def test_plentiful_data_gives_the_chinchilla_plan_and_chinchilla_laws_borrow_decay_constants():
     for name in ("muennighoff", "epoch"):
-        out = data_constrained(PRESETS[name], 1e21, 1e15)
-        plan = P.compute_optimal(PRESETS[name], 1e21)
+        out = data_constrained(PRESETS.get(name), 1e21, 1e15)
+        plan = P.compute_optimal(PRESETS.get(name), 1e21)
         assert out.N == pytest.approx(plan.N_opt, rel=1e-4) and out.loss == pytest.approx(plan.loss, abs=1e-9)
-    borrowed = muennighoff_law(PRESETS["epoch"])
+    borrowed = muennighoff_law(PRESETS.get("epoch"))
     assert (borrowed.R_D_star, borrowed.R_N_star) == (MUENNIGHOFF_R_D_STAR, MUENNIGHOFF_R_N_STAR)
-    assert borrowed.base == PRESETS["epoch"]
+    assert borrowed.base == PRESETS.get("epoch")
 
 
 # --- de Vries 2023 --------------------------------------------------------------------------------------------
@@ -163,8 +164,8 @@ def test_plentiful_data_gives_the_chinchilla_plan_and_chinchilla_laws_borrow_dec
     ("epoch", {0.75: 3.4, 0.5: 25.9, 0.3: 161.4}, 0.146),
 ])
 def test_overhead_table(name, expected, k_min):
-    """Reference §4.3 table and §6 check 10 (Hoffmann rounded, k_N = 0.5: k_D = 2.416, overhead 20.8 %)."""
-    law = PRESETS[name]
+    """de Vries's formula (Hoffmann rounded, k_N = 0.5: k_D = 2.416, overhead 20.8 %; docs/science.md)."""
+    law = PRESETS.get(name)
     table = overhead_table(law, 1e23, [*expected, 1.0, 0.05])
     rows = {row.k_N: row for row in table["rows"]}
     for k, percent in expected.items():
@@ -193,11 +194,11 @@ def _samples(law, n=400, seed=1):
 
 
 def test_intervals_from_a_bootstrapped_fit():
-    law = PRESETS["epoch"]
+    law = PRESETS.get("epoch")
     fit = {**law.to_dict(), "a": law.a, "b": law.b, "samples": _samples(law)}
-    fitted, uncertainty = P.law_from_fit(fit)
+    fitted, uncertainty = U.law_from_fit(fit)
     assert fitted == law and uncertainty.method == "mvn" and uncertainty.samples.shape == (400, 5)
-    out = P.budget_intervals(fitted, CHINCHILLA_C, uncertainty)
+    out = U.budget_intervals(fitted, CHINCHILLA_C, uncertainty)
     point = P.compute_optimal(law, CHINCHILLA_C)
     for key in ("N_opt", "D_opt", "tokens_per_param", "loss"):
         lo, hi = out[key]
@@ -205,43 +206,43 @@ def test_intervals_from_a_bootstrapped_fit():
         assert out[f"{key}_median"] == pytest.approx(getattr(point, key), rel=0.05)
     assert out["a"][0] < law.a < out["a"][1] and out["level"] == 0.8 and out["n_draws"] > 9900
     # the same draws again (seeded), and the percentile method over the samples themselves
-    assert P.budget_intervals(fitted, CHINCHILLA_C, uncertainty) == out
-    pct = P.budget_intervals(fitted, CHINCHILLA_C, P.Uncertainty(samples=uncertainty.samples, method="percentile"))
+    assert U.budget_intervals(fitted, CHINCHILLA_C, uncertainty) == out
+    pct = U.budget_intervals(fitted, CHINCHILLA_C, U.Uncertainty(samples=uncertainty.samples, method="percentile"))
     assert pct["n_draws"] == 400 and pct["tokens_per_param"][0] < point.tokens_per_param < pct["tokens_per_param"][1]
 
 
 def test_fit_layouts_theta_rows_and_cov_log_agree():
     """The same bootstrap as dict samples, as log-space `theta` rows, as rows in fit.KEYS order (E, A, B, alpha,
     beta, a, b, G) under `bootstrap`, and as its `cov_log` alone, gives the same MVN band."""
-    law = PRESETS["epoch"]
+    law = PRESETS.get("epoch")
     samples = _samples(law)
-    rows = [[s[k] for k in P.PARAMS] + [0.5, 0.5, 1.0] for s in samples]
+    rows = [[s[k] for k in U.PARAMS] + [0.5, 0.5, 1.0] for s in samples]
     theta = [[math.log(s["A"]), math.log(s["B"]), math.log(s["E"]), s["alpha"], s["beta"]] for s in samples]
     bands = []
     for extra in ({"samples": samples}, {"theta": theta}, {"bootstrap": {"samples": rows, "n": 400}},
                   {"cov_log": np.cov(np.array(theta), rowvar=False).tolist()}):
-        fitted, uncertainty = P.law_from_fit({**law.to_dict(), **extra})
-        bands.append(P.budget_intervals(fitted, 1e24, uncertainty)["tokens_per_param"])
+        fitted, uncertainty = U.law_from_fit({**law.to_dict(), **extra})
+        bands.append(U.budget_intervals(fitted, 1e24, uncertainty)["tokens_per_param"])
     for band in bands[1:]:
         np.testing.assert_allclose(band, bands[0], rtol=1e-9)
 
 
 def test_identical_samples_give_a_zero_width_band_and_other_fit_layouts_parse():
-    law = PRESETS["hoffmann-tex"]
+    law = PRESETS.get("hoffmann-tex")
     columns = {k: [v] * 5 for k, v in law.to_dict().items()}
-    fitted, uncertainty = P.law_from_fit({**law.to_dict(), "bootstrap": {"samples": columns}})
-    curve = P.allocation_curve(fitted, [1e20, 1e24], P.Uncertainty(samples=uncertainty.samples, method="percentile"))
+    fitted, uncertainty = U.law_from_fit({**law.to_dict(), "bootstrap": {"samples": columns}})
+    curve = U.allocation_curve(fitted, [1e20, 1e24], U.Uncertainty(samples=uncertainty.samples, method="percentile"))
     np.testing.assert_allclose(curve["N_opt_lo"], curve["N_opt"], rtol=1e-12)
     np.testing.assert_allclose(curve["tokens_per_param_hi"], curve["tokens_per_param"], rtol=1e-12)
     se = {"E": 0.03, "A": 120.0, "B": 1300.0, "alpha": 0.015, "beta": 0.02, "a": 0.02}
-    _, only_se = P.law_from_fit({**law.to_dict(), "se": se, "ci": {"a": [0.4, 0.5]}})
+    _, only_se = U.law_from_fit({**law.to_dict(), "se": se, "ci": {"a": [0.4, 0.5]}})
     assert only_se.method == "independent" and only_se.ci == {"a": (0.4, 0.5)}
-    band = P.budget_intervals(law, 1e22, only_se)
+    band = U.budget_intervals(law, 1e22, only_se)
     assert "correlations" in band["note"] and band["fit_ci"] == {"a": [0.4, 0.5]}
-    assert P.law_from_fit(law.to_dict())[1] is None
+    assert U.law_from_fit(law.to_dict())[1] is None
     for bad in ({"E": 1.8}, {**law.to_dict(), "alpha": "x"}, [], {**law.to_dict(), "samples": [{"E": 1}]}):
         with pytest.raises(ValueError):
-            P.law_from_fit(bad)
+            U.law_from_fit(bad)
 
 
 # --- model shape --------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""quanta: Michaud et al. 2023's Zipf ↔ α_N ↔ α_D conversions at the reference's worked values (§4.5, §6.11)."""
+"""quanta: Michaud et al. 2023's Zipf ↔ α_N ↔ α_D conversions at worked values (Kaplan's α_N = 0.076 → α_D ≈ 0.0706)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from isoflop.cli import main
 from isoflop.cli.common import load_experiment
-from isoflop.train import checkpoint
+from isoflop.rundir import RunDir
 from isoflop.train.artifacts import load_model
 from isoflop.train.distill import kl_to_teacher
 from isoflop.train.run import run_training
@@ -72,9 +72,9 @@ def cfg_old_corpus(run):
 def test_training_keeps_frozen_experts_bitwise_and_tracks_old_data(moe_run, tmp_path, new_corpus, cache_dir):
     out = tmp_path / "expanded"
     assert _expand(moe_run, out, new_corpus, "--freeze-old", "--distill", "0.5") == 0
-    before = load_file(str(checkpoint.latest(moe_run) / "model.safetensors"))
+    before = load_file(str(RunDir(moe_run).latest_checkpoint() / "model.safetensors"))
     assert main(["train", str(out), "--resume"]) == 0
-    after = load_file(str(checkpoint.latest(out) / "model.safetensors"))
+    after = load_file(str(RunDir(out).latest_checkpoint() / "model.safetensors"))
     for layer in (0, 1):
         ffn = f"layers.{layer}.ffn."
         assert torch.equal(after[ffn + "gate_frozen"], before[ffn + "gate.weight"])
@@ -134,13 +134,13 @@ def test_refuses_a_dense_run(tmp_path, corpus_dir, cache_dir, capsys):
 
 def _with_biases(run, out, biases):
     """A copy of `run` whose every MoE layer's selection bias is `biases`: biases as training would move them."""
-    from isoflop.surgery.rundir import read_run, write_run
+    from isoflop.surgery.run_io import read_run, write_run
 
     cfg, state, _, st = read_run(run)
     for name in [k for k in state if k.endswith("ffn.selection_bias")]:
         state[name] = torch.tensor(biases, dtype=state[name].dtype)
-    write_run(out, cfg, tokenizer_dir=run / "tokenizer", step=st["step"], model_state=state, optim_state=None,
-              loader_state=st["loader"], record_name="drift", record={})
+    write_run(out, cfg, tokenizer_dir=RunDir(run).tokenizer_dir, step=st["step"], model_state=state,
+              optim_state=None, loader_state=st["loader"], surgery="expand", record={})
     return out
 
 

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from isoflop.cli import main
 from isoflop.cli.common import load_experiment
+from isoflop.rundir import RunDir
 from isoflop.train import checkpoint
 from isoflop.train.artifacts import load_config, load_model
 from isoflop.train.run import run_training
@@ -41,8 +42,8 @@ def test_step0_logits_equal_dense_and_tensors_are_copies(dense_run, tmp_path):
     tokens_BT = torch.randint(0, 257, (3, 32), generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(_logits(out, tokens_BT), _logits(dense_run, tokens_BT), atol=1e-5, rtol=0)
 
-    dense = load_file(str(checkpoint.latest(dense_run) / "model.safetensors"))
-    moe = load_file(str(checkpoint.latest(out) / "model.safetensors"))
+    dense = load_file(str(RunDir(dense_run).latest_checkpoint() / "model.safetensors"))
+    moe = load_file(str(RunDir(out).latest_checkpoint() / "model.safetensors"))
     record = json.loads((out / "upcycle.json").read_text())
     assert record["converted_layers"] == [1, 3]  # every other block, (i + 1) % 2 == 0
     for name, tensor in dense.items():
@@ -62,8 +63,8 @@ def test_reuse_optimizer_copies_moments_and_continues_step(dense_run, tmp_path):
     out = tmp_path / "moe"
     assert main(["upcycle", str(dense_run), "--out", str(out), "--experts", "3", "--top-k", "1",
                  "--reuse-optimizer", "--steps", "4"]) == 0
-    _, dense_optim, dense_state = checkpoint.load(checkpoint.latest(dense_run))
-    path = checkpoint.latest(out)
+    _, dense_optim, dense_state = checkpoint.load(RunDir(dense_run).latest_checkpoint())
+    path = RunDir(out).latest_checkpoint()
     _, optim, state = checkpoint.load(path)
     assert state["step"] == dense_state["step"] == 8
     source = dense_optim["state"]["layers.1.ffn.up_proj.weight"]
@@ -92,11 +93,11 @@ def test_fresh_optimizer_path_trains_from_step_zero(dense_run, tmp_path):
     out = tmp_path / "moe"
     assert main(["upcycle", str(dense_run), "--out", str(out), "--experts", "2", "--top-k", "1",
                  "--steps", "3", "--noise", "0.001", "--seed", "5"]) == 0
-    _, optim, state = checkpoint.load(checkpoint.latest(out))
+    _, optim, state = checkpoint.load(RunDir(out).latest_checkpoint())
     assert state["step"] == 0 and optim is None
-    dense_state = checkpoint.load(checkpoint.latest(dense_run), with_optimizer=False)[2]
+    dense_state = checkpoint.load(RunDir(dense_run).latest_checkpoint(), with_optimizer=False)[2]
     assert state["loader"]["next_batch"] == dense_state["loader"]["next_batch"]  # new data, not a replay
-    moe = load_file(str(checkpoint.latest(out) / "model.safetensors"))
+    moe = load_file(str(RunDir(out).latest_checkpoint() / "model.safetensors"))
     experts = moe["layers.1.ffn.experts.gate_proj"]
     assert not torch.equal(experts[0], experts[1])  # noise breaks the symmetry
     assert main(["train", str(out), "--resume"]) == 0
@@ -105,14 +106,14 @@ def test_fresh_optimizer_path_trains_from_step_zero(dense_run, tmp_path):
 
 def test_training_breaks_the_copies_symmetry_without_noise(dense_run, tmp_path):
     """Without --noise the experts start as exact copies, but the fresh router sends them different tokens, so
-    one step of training makes them differ (reference §6.3, symmetry breaking)."""
+    one step of training makes them differ: identical copies must not stay identical (Komatsuzaki et al. 2023)."""
     out = tmp_path / "moe"
     assert main(["upcycle", str(dense_run), "--out", str(out), "--experts", "2", "--top-k", "1",
                  "--steps", "1"]) == 0
-    start = load_file(str(checkpoint.latest(out) / "model.safetensors"))["layers.1.ffn.experts.gate_proj"]
+    start = load_file(str(RunDir(out).latest_checkpoint() / "model.safetensors"))["layers.1.ffn.experts.gate_proj"]
     assert torch.equal(start[0], start[1])
     assert main(["train", str(out), "--resume"]) == 0
-    trained = load_file(str(checkpoint.latest(out) / "model.safetensors"))["layers.1.ffn.experts.gate_proj"]
+    trained = load_file(str(RunDir(out).latest_checkpoint() / "model.safetensors"))["layers.1.ffn.experts.gate_proj"]
     assert not torch.equal(trained[0], trained[1])
 
 
@@ -146,7 +147,7 @@ def test_router_seed_is_recorded_and_determines_the_router(dense_run, tmp_path):
         assert main(["upcycle", str(dense_run), "--out", str(out), "--experts", "2", "--top-k", "1",
                      "--seed", str(seed)]) == 0
         assert json.loads((out / "upcycle.json").read_text())["router_seed"] == seed
-        moe = load_file(str(checkpoint.latest(out) / "model.safetensors"))
+        moe = load_file(str(RunDir(out).latest_checkpoint() / "model.safetensors"))
         gates[name] = [moe[f"layers.{layer}.ffn.gate.weight"] for layer in (1, 3)]
     for a, b, c in zip(gates["a"], gates["b"], gates["c"], strict=True):
         assert torch.equal(a, b)

@@ -9,7 +9,7 @@ import pytest
 from isoflop.config import ConfigError, apply_overrides
 from isoflop.nn.counting import flops_per_token, param_groups
 from isoflop.recipes import RECIPES, get_recipe
-from isoflop.train.plan import resolve_plan
+from isoflop.train.run_plan import resolve_plan
 from isoflop.train.spec import ExperimentConfig
 
 

@@ -17,9 +17,10 @@ import torch
 from safetensors.torch import load_file
 
 from isoflop.cli.common import load_experiment
+from isoflop.rundir import RECORD_VERSION, RunDir
 from isoflop.train import checkpoint
-from isoflop.train.loop import NonFiniteLoss
 from isoflop.train.run import run_training
+from isoflop.train.step import NonFiniteLoss
 from tests.conftest import tiny_overrides
 
 DETERMINISTIC = ("step", "loss", "lr", "grad_norm", "tokens", "flops", "val_loss", "val_bpb")
@@ -40,7 +41,7 @@ def test_run_directory_contract(tmp_path, corpus_dir, cache_dir):
     record = _train(run, corpus_dir, extra=["log.peak_flops=1e11"])
     assert {p.name for p in run.iterdir()} >= {"config.json", "plan.json", "metrics.jsonl", "checkpoints",
                                               "tokenizer", "run.json"}
-    assert checkpoint.list_steps(run) == [8, 12]  # keep=2
+    assert RunDir(run).checkpoint_steps() == [8, 12]  # keep=2
     metrics = _metrics(run)
     train = [m for m in metrics if m["kind"] == "train"]
     assert [m["step"] for m in train] == list(range(1, 13))
@@ -49,7 +50,7 @@ def test_run_directory_contract(tmp_path, corpus_dir, cache_dir):
     assert train[-1]["loss"] < train[0]["loss"]
     assert [m["step"] for m in metrics if m["kind"] == "eval"] == [4, 8, 12]
     saved = json.loads((run / "run.json").read_text())
-    assert saved == json.loads(json.dumps(record))
+    assert saved == record.to_dict() and saved["version"] == RECORD_VERSION
     for key in ("N_total", "N_active", "N_non_embedding", "D_tokens", "D_bytes", "flops", "val_loss", "val_bpb",
                 "wall_time_s"):
         assert key in saved
@@ -82,7 +83,7 @@ def test_resume_is_bit_exact(tmp_path, corpus_dir, cache_dir, model):
         routing = [[{k: v for k, v in json.loads(line).items() if ".ffn." in k}
                     for line in (run / "metrics.jsonl").read_text().splitlines()] for run in (straight, resumed)]
         assert routing[0] == routing[1] and any(routing[0])
-        final = [load_file(str(checkpoint.latest(run) / "model.safetensors")) for run in (straight, resumed)]
+        final = [load_file(str(RunDir(run).latest_checkpoint() / "model.safetensors")) for run in (straight, resumed)]
         biases = [k for k in final[0] if k.endswith("selection_bias")]
         assert biases and all(torch.equal(final[0][k], final[1][k]) for k in biases)
 
@@ -101,7 +102,7 @@ def test_sigkill_at_any_moment_then_resume_matches(tmp_path, corpus_dir, cache_d
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         if (tmp_path / "k" / "checkpoints").exists():
-            latest = checkpoint.latest(tmp_path / "k")
+            latest = RunDir(tmp_path / "k").latest_checkpoint()
             if latest is not None:
                 checkpoint.load(latest)  # the newest checkpoint is always readable
     final = subprocess.run(args + overrides + (["--resume"] if (tmp_path / "k" / "config.json").exists() else []),
@@ -112,21 +113,21 @@ def test_sigkill_at_any_moment_then_resume_matches(tmp_path, corpus_dir, cache_d
 
 def test_crash_inside_save_keeps_latest_readable(tmp_path, monkeypatch):
     state = {"w": torch.ones(3)}
-    checkpoint.save(tmp_path, 1, state, {"s": 1}, {"loader": {}}, keep=2)
+    checkpoint.save(RunDir(tmp_path), 1, state, {"s": 1}, {"loader": {}}, keep=2)
 
     def boom(*a, **k):
         raise OSError("disk full")
 
     monkeypatch.setattr(checkpoint.torch, "save", boom)
     with pytest.raises(OSError):
-        checkpoint.save(tmp_path, 2, {"w": torch.zeros(3)}, {"s": 2}, {"loader": {}}, keep=2)
-    assert checkpoint.list_steps(tmp_path) == [1]
-    model_state, _, meta = checkpoint.load(checkpoint.latest(tmp_path), with_optimizer=False)
+        checkpoint.save(RunDir(tmp_path), 2, {"w": torch.zeros(3)}, {"s": 2}, {"loader": {}}, keep=2)
+    assert RunDir(tmp_path).checkpoint_steps() == [1]
+    model_state, _, meta = checkpoint.load(RunDir(tmp_path).latest_checkpoint(), with_optimizer=False)
     assert torch.equal(model_state["w"], torch.ones(3)) and meta["step"] == 1
 
 
 def test_non_finite_loss_stops_with_step_and_keeps_checkpoint(tmp_path, corpus_dir, cache_dir, monkeypatch):
-    import isoflop.train.loop as loop
+    import isoflop.train.step as loop
 
     calls = {"n": 0}
     real = loop.F.cross_entropy
@@ -140,8 +141,8 @@ def test_non_finite_loss_stops_with_step_and_keeps_checkpoint(tmp_path, corpus_d
     with pytest.raises(NonFiniteLoss) as e:
         _train(tmp_path / "run", corpus_dir)
     assert e.value.step == 7
-    assert checkpoint.list_steps(tmp_path / "run") == [4]
-    checkpoint.load(checkpoint.latest(tmp_path / "run"))
+    assert RunDir(tmp_path / "run").checkpoint_steps() == [4]
+    checkpoint.load(RunDir(tmp_path / "run").latest_checkpoint())
     assert not (tmp_path / "run" / "run.json").exists()
 
 

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from isoflop.config import ConfigError, apply_overrides, load_file
+from isoflop.config import apply_overrides, load_file
+from isoflop.rundir import RunDir
 from isoflop.train.spec import ExperimentConfig
 
 
@@ -37,6 +38,11 @@ def load_experiment(target: str, overrides: list[str]) -> ExperimentConfig:
     return ExperimentConfig.from_dict(data)
 
 
+def load_run_experiment(run: RunDir, overrides: list[str]) -> ExperimentConfig:
+    """The config a run directory holds, with `--set` overrides."""
+    return ExperimentConfig.from_dict(apply_overrides(run.read_config(), overrides, ExperimentConfig))
+
+
 def print_json(obj: Any) -> None:
     """Exactly one JSON object on stdout."""
     sys.stdout.write(json.dumps(obj, indent=1, default=float) + "\n")
@@ -44,10 +50,8 @@ def print_json(obj: Any) -> None:
 
 
 def require_run_dir(path: str) -> Path:
-    run = Path(path)
-    if not (run / "config.json").is_file():
-        raise ConfigError(path, "not a run directory (no config.json)")
-    return run
+    """`path` as a Path, or ConfigError when it holds no run."""
+    return RunDir(path).require_run().path
 
 
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

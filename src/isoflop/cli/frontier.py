@@ -30,7 +30,8 @@ def add_frontier_args(parser: argparse.ArgumentParser) -> None:
 
 
 def frontier(args: argparse.Namespace) -> int:
-    from isoflop.science.frontier import FrontierError, pareto_frontier
+    from isoflop.science.errors import ScienceError
+    from isoflop.science.frontier import pareto_frontier
     from isoflop.science.records import RecordsError, load_cost_curves, load_curves
 
     if args.smooth < 1:
@@ -44,7 +45,7 @@ def frontier(args: argparse.Namespace) -> int:
         else:
             curves, axis = load_curves(args.inputs, which=args.which), args.axis
         result = pareto_frontier(curves, axis=axis, smooth=args.smooth, hold=not args.no_hold)
-    except (RecordsError, FrontierError) as e:
+    except (RecordsError, ScienceError) as e:
         raise ConfigError("inputs", str(e)) from None
     if args.plot:
         from isoflop.science.plots import plot_frontier

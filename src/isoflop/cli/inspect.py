@@ -39,38 +39,33 @@ def parse_seq_lens(text: str) -> list[int]:
 def eval_run(args: argparse.Namespace) -> int:
     import torch
 
-    from isoflop.data.loader import val_batches
-    from isoflop.data.shards import prepare
-    from isoflop.train.artifacts import checkpoint_path, load_config, load_model, load_tokenizer, token_bytes
-    from isoflop.train.evaluate import evaluate
+    from isoflop.data.shards import prepare_shards
+    from isoflop.rundir import RunDir, step_of
+    from isoflop.train.artifacts import load_config, load_model
+    from isoflop.train.evaluate import EvalSet, evaluate_run
 
-    run = require_run_dir(args.run)
-    cfg = load_config(run, args.overrides)
+    run = RunDir(args.run).require_run()
+    cfg = load_config(run.path, args.overrides)
     seq_lens = parse_seq_lens(args.seq_len) if args.seq_len is not None else None
-    step = int(checkpoint_path(run, args.step).name.split("_")[1])
-    model = load_model(run, device=args.device, step=step, overrides=args.overrides)
-    if args.causal_routing:
-        if not model.has_causal_rule():
-            raise ConfigError("--causal-routing", model.non_causal_reason()
-                              or f"{run}'s model has no routing to make causal (no MoD)")
-        model.use_causal_routing(True)
-    tokenizer = load_tokenizer(run)
-    data = prepare(cfg.data)
+    step = step_of(run.checkpoint(args.step))
+    model = load_model(run.path, device=args.device, step=step, overrides=args.overrides)
+    if args.causal_routing and not model.has_causal_rule():
+        raise ConfigError("--causal-routing", model.non_causal_reason()
+                          or f"{run.path}'s model has no routing to make causal (no MoD)")
     n_batches = args.batches or cfg.eval.batches
     if n_batches < 1:
         raise ConfigError("--batches", f"must be positive, got {n_batches}")
+    eval_set = EvalSet.of(prepare_shards(cfg.data), cfg.model_config.vocab_size)
     micro = cfg.train.micro_batch_size or cfg.train.batch_size
     if seq_lens is not None:
-        return _eval_lengths(args, run, step, cfg, model, data, token_bytes(tokenizer, cfg.model_config.vocab_size, data.byte_share("val")),
-                             seq_lens, micro, n_batches)
-    batches = val_batches(data.tokens("val"), cfg.data.seq_len, micro, n_batches)
-    result = evaluate(model, batches, token_bytes(tokenizer, cfg.model_config.vocab_size, data.byte_share("val")),
-                      device=torch.device(args.device), precision="fp32")
-    result = {"run": str(run), "step": step, **({"routing": "causal"} if args.causal_routing else {}), **result}
+        return _eval_lengths(args, run.path, step, cfg, model, eval_set, seq_lens, micro, n_batches)
+    result = evaluate_run(model, eval_set, seq_len=cfg.data.seq_len, batch_size=micro, batches=n_batches,
+                          device=torch.device(args.device), causal=args.causal_routing)
+    result = {"run": str(run.path), "step": step, **({"routing": "causal"} if args.causal_routing else {}), **result}
     if args.json:
         print_json(result)
     else:
-        print(f"{run} step {step}{' (causal routing)' if args.causal_routing else ''}: val loss "
+        print(f"{run.path} step {step}{' (causal routing)' if args.causal_routing else ''}: val loss "
               f"{result['val_loss']:.4f}, {result['val_bpb']:.4f} bits/byte over {result['val_tokens']:,} tokens")
     return 0
 
@@ -119,16 +114,24 @@ def sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval_lengths(args: argparse.Namespace, run: Any, step: int, cfg: Any, model: Any, data: Any,
-                  bytes_V: Any, seq_lens: list[int], micro: int, n_batches: int) -> int:
-    """One evaluation per sequence length; a batch at length L holds max(1, micro * T_train // L) sequences."""
+def _eval_lengths(args: argparse.Namespace, run: Any, step: int, cfg: Any, model: Any, eval_set: Any,
+                  seq_lens: list[int], micro: int, n_batches: int) -> int:
+    """One evaluation per sequence length; a batch at length L holds max(1, micro * T_train // L) sequences, so
+    every length scores about as many tokens and, since batches are the split's first windows, the same text."""
     import torch
 
-    from isoflop.train.evaluate import evaluate_at_length
+    from isoflop.train.evaluate import batch_size_at, evaluate_run
 
-    tokens = data.tokens("val")
-    results = [evaluate_at_length(model, tokens, length, bytes_V, train_seq_len=cfg.data.seq_len, micro_batch=micro,
-                                  n_batches=n_batches, device=torch.device(args.device)) for length in seq_lens]
+    results = []
+    for length in seq_lens:
+        batch = batch_size_at(length, micro_batch=micro, train_seq_len=cfg.data.seq_len)
+        try:
+            r = evaluate_run(model, eval_set, seq_len=length, batch_size=batch, batches=n_batches,
+                             device=torch.device(args.device))
+        except ConfigError as e:
+            raise ConfigError("--seq-len", e.problem) from None
+        results.append({"seq_len": length, "val_loss": r["val_loss"], "val_bpb": r["val_bpb"],
+                        "val_tokens": r["val_tokens"]})
     if args.json:
         print_json(results)
     else:

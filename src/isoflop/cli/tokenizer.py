@@ -12,8 +12,9 @@ a flag the kind has no field for is bad input. It learns from the corpus's train
 with the default `data.val_fraction` trains on). A run then uses the folder with
 `--set data.tokenizer.kind=K --set data.tokenizer.path=DIR`. The neural AC kinds (`ac`, `equalinfo-ac`) need
 M1, a byte-level model: `--m1 RUN_DIR` takes a finished byte-tokenizer run's model, else `train` first trains
-one on the same corpus (the kind's m1_* knobs) in a temporary run directory; M1's weights go into the
-tokenizer folder. Every output is written to a temporary sibling
+one on the same corpus in a temporary run directory, as `--set m1_<field>=VALUE` says (the fields of
+`M1Training`: m1_steps, m1_d_model, m1_n_layers, m1_seq_len, m1_batch_size, m1_lr); M1's weights go into the
+tokenizer folder, which fixes M1 for every run that uses it. Every output is written to a temporary sibling
 and renamed into place, so a failure leaves nothing half-written.
 """
 
@@ -30,10 +31,47 @@ from pathlib import Path
 from typing import Any
 
 from isoflop.cli.common import print_json
-from isoflop.config import ConfigError
+from isoflop.config import Config, ConfigError, config, require
 
 # shorthand flag -> the config field it sets, where the kind has that field
 _SHORTHANDS = {"vocab_size": "--vocab-size", "token_bits": "--token-bits", "window_bits": "--window-bits"}
+M1_PREFIX = "m1_"  # `--set m1_steps=1000` sets M1Training.steps
+
+
+@config
+class M1Training(Config):
+    """How `train` trains M1 for a neural AC kind when no `--m1 RUN_DIR` is given: a byte-tokenizer run on the
+    same corpus (AdamW, the trainer's default schedule, 5% of the documents held out). Set with
+    `--set m1_<field>=VALUE`. The defaults make a small M1 that trains in minutes on a CPU; Lester et al.
+    2024 (§3.2, Table 4) trained a 3-layer, d_model 256 M1 on 1,024-byte contexts."""
+
+    steps: int = 300
+    """Training steps."""
+    d_model: int = 128
+    """Width (Lester et al.'s M1: 256); heads of 64 dimensions."""
+    n_layers: int = 2
+    """Blocks (Lester et al.'s M1: 3)."""
+    seq_len: int = 256
+    """Training context in bytes (Lester et al.: 1024): also the default `context` of an `ac` tokenizer."""
+    batch_size: int = 16
+    """Batch, in sequences."""
+    lr: float = 0.003
+    """Peak learning rate."""
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "d_model", "n_layers", "seq_len", "batch_size"):
+            require(getattr(self, name) >= 1, name, f"must be positive, got {getattr(self, name)}")
+        require(self.lr > 0, "lr", f"must be positive, got {self.lr}")
+
+    def run_config(self, corpus: str, max_bytes: int | None) -> dict[str, Any]:
+        """The byte-level run that trains M1, as an ExperimentConfig dict."""
+        return {
+            "data": {"corpus": corpus, "max_bytes": max_bytes, "seq_len": self.seq_len,
+                     "tokenizer": {"kind": "byte"}, "val_fraction": 0.05},  # a val split of a few seq_len at least
+            "model": {"d_model": self.d_model, "n_layers": self.n_layers, "n_heads": max(1, self.d_model // 64)},
+            "train": {"horizon": {"steps": self.steps}, "batch_size": self.batch_size},
+            "optim": {"lr": self.lr}, "eval": {"batches": 4}, "log": {"every": max(1, self.steps // 10)},
+        }
 
 
 def add_tokenizer_args(parser: argparse.ArgumentParser) -> None:
@@ -49,7 +87,8 @@ def add_tokenizer_args(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--m1", default=None, metavar="RUN_DIR",
                        help="ac / equalinfo-ac: a byte-tokenizer run whose model is M1 (default: train one)")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="a knob of the kind, e.g. --set train_bytes=1000000 (repeatable)")
+                       help="a knob of the kind, e.g. --set train_bytes=1000000, or of M1's training "
+                            "(ac / equalinfo-ac without --m1), e.g. --set m1_steps=1000 (repeatable)")
     train.add_argument("--json", action="store_true", help="print one JSON object")
     for name, help_text in (("encode", "tokenize a file into a .npy array of ids"),
                             ("decode", "turn a .npy array of ids back into bytes")):
@@ -69,7 +108,8 @@ def tokenizer(args: argparse.Namespace) -> int:
 
 
 def tokenizer_config(kind: str, flags: dict[str, Any], overrides: list[str]) -> Any:
-    """The kind's TokenizerConfig from the shorthand flags (field -> value, None = not given) and `--set`."""
+    """The kind's TokenizerConfig from the shorthand flags (field -> value, None = not given) and `--set`
+    (its `m1_*` overrides aside: see `split_overrides`)."""
     from isoflop.config import apply_overrides
     from isoflop.data.config import TokenizerConfig
 
@@ -93,13 +133,36 @@ def tokenizer_config(kind: str, flags: dict[str, Any], overrides: list[str]) -> 
     return TokenizerConfig.from_dict(data)
 
 
+def split_overrides(overrides: list[str]) -> tuple[list[str], M1Training]:
+    """`--set` items as (the kind's, without the `data.tokenizer.` prefix; M1Training from the `m1_*` ones)."""
+    from isoflop.config import apply_overrides
+    from isoflop.registry import did_you_mean
+
+    items = [o.removeprefix("data.tokenizer.") for o in overrides]
+    m1_items = [o for o in items if o.startswith(M1_PREFIX)]
+    options = [M1_PREFIX + f.name for f in dataclasses.fields(M1Training)]
+    for item in m1_items:
+        key = item.partition("=")[0].strip()
+        if key not in options:
+            raise ConfigError(key, f"is not an M1 training option{did_you_mean(key, options)}; "
+                              f"choose from {', '.join(options)}")
+    try:
+        m1 = M1Training.from_dict(apply_overrides({}, [o[len(M1_PREFIX):] for o in m1_items], M1Training))
+    except ConfigError as e:
+        raise ConfigError(M1_PREFIX + e.key, e.problem) from None
+    return [o for o in items if not o.startswith(M1_PREFIX)], m1
+
+
 def _train(args: argparse.Namespace) -> int:
     from isoflop.data.config import DataConfig
     from isoflop.data.corpus import corpus_files, iter_documents
     from isoflop.data.shards import is_val_document
 
     flags = {"vocab_size": args.vocab_size, "token_bits": args.token_bits, "window_bits": args.window_bits}
-    cfg = tokenizer_config(args.kind, flags, args.overrides)
+    overrides, m1_training = split_overrides(args.overrides)
+    cfg = tokenizer_config(args.kind, flags, overrides)
+    if not cfg.needs_m1 and len(overrides) < len(args.overrides):
+        raise ConfigError("--set", f"m1_* options apply only to the kinds ac and equalinfo-ac, not {args.kind!r}")
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError("--out", f"{out} exists and is not an empty directory")
@@ -111,17 +174,19 @@ def _train(args: argparse.Namespace) -> int:
     val_fraction = data_cfg.val_fraction
     docs = (d for i, d in enumerate(iter_documents(data_cfg, files)) if not is_val_document(i, val_fraction))
     start = time.perf_counter()
-    if hasattr(cfg, "build_with_m1"):  # the neural AC kinds: M1 first (data cannot import train)
-        tok = cfg.build_with_m1(_m1_model(args, cfg, data_cfg))
+    if cfg.needs_m1:  # the neural AC kinds: M1 first (data cannot import train)
+        tok = cfg.build_with_m1(_m1_model(args, m1_training, data_cfg))
     elif args.m1 is not None:
         raise ConfigError("--m1", f"applies only to the kinds ac and equalinfo-ac, not {args.kind!r}")
     else:
         tok = cfg.build(docs if cfg.needs_training else None)
     seconds = time.perf_counter() - start
-    cfg = dataclasses.replace(cfg, **cfg.saved_knobs(tok.meta()))  # e.g. the shape of an M1 from --m1
+    cfg = dataclasses.replace(cfg, **cfg.saved_knobs(tok.meta()))  # e.g. an ac context from M1's length
     _atomic_dir(out, tok.save)
     result = {"kind": tok.kind, "out": str(out), "vocab_size": tok.vocab_size, "fingerprint": tok.fingerprint(),
               "train_s": round(seconds, 3), "config": cfg.to_dict()}
+    if cfg.needs_m1:
+        result["m1"] = tok.meta()["m1"]  # M1's shape (m1.describe), as the folder's meta holds it
     if args.json:
         print_json(result)
     else:
@@ -130,7 +195,7 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _m1_model(args: argparse.Namespace, cfg: Any, data_cfg: Any) -> Any:
+def _m1_model(args: argparse.Namespace, training: M1Training, data_cfg: Any) -> Any:
     """M1 for a neural AC kind: the model of the byte-level run `--m1`, or one trained now on the corpus."""
     import tempfile
 
@@ -151,13 +216,7 @@ def _m1_model(args: argparse.Namespace, cfg: Any, data_cfg: Any) -> Any:
     from isoflop.train.run import run_training
     from isoflop.train.spec import ExperimentConfig
 
-    run = ExperimentConfig.from_dict({
-        "data": {"corpus": data_cfg.corpus, "max_bytes": data_cfg.max_bytes, "seq_len": cfg.m1_seq_len,
-                 "tokenizer": {"kind": "byte"}, "val_fraction": 0.05},  # a val split of a few seq_len at least
-        "model": {"d_model": cfg.m1_d_model, "n_layers": cfg.m1_n_layers, "n_heads": max(1, cfg.m1_d_model // 64)},
-        "train": {"horizon": {"steps": cfg.m1_steps}, "batch_size": cfg.m1_batch_size},
-        "optim": {"lr": cfg.m1_lr}, "eval": {"batches": 4}, "log": {"every": max(1, cfg.m1_steps // 10)},
-    })
+    run = ExperimentConfig.from_dict(training.run_config(data_cfg.corpus, data_cfg.max_bytes))
     with tempfile.TemporaryDirectory(prefix="isoflop-m1-") as tmp:
         run_training(run, Path(tmp) / "m1_run")
         return load_model(Path(tmp) / "m1_run")
@@ -252,9 +311,9 @@ def _rate(bytes_per_s: float) -> str:
 
 
 def _load(directory: str) -> Any:
-    from isoflop.data.tokenizers.base import load_tokenizer
+    from isoflop.data.tokenizers.base import load_saved_tokenizer
 
-    return load_tokenizer(directory)
+    return load_saved_tokenizer(directory)
 
 
 def _read(path: str, option: str) -> bytes:
@@ -294,4 +353,4 @@ def _atomic_dir(path: Path, save: Any) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-__all__ = ["add_tokenizer_args", "tokenizer", "tokenizer_config"]
+__all__ = ["M1Training", "add_tokenizer_args", "split_overrides", "tokenizer", "tokenizer_config"]

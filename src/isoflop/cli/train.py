@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from isoflop.cli.common import add_config_args, load_experiment, print_json
+from isoflop.cli.common import add_config_args, load_experiment, load_run_experiment, print_json
 from isoflop.config import ConfigError
 
 if TYPE_CHECKING:
@@ -23,20 +23,22 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
 
 
 def train(args: argparse.Namespace) -> int:
-    from isoflop.train.loop import NonFiniteLoss
-    from isoflop.train.plan import describe, resolve_plan
+    from isoflop.rundir import RunDir
     from isoflop.train.run import run_training
+    from isoflop.train.run_plan import describe, resolve_plan
+    from isoflop.train.step import NonFiniteLoss
 
-    if args.target is not None and args.out is None and (Path(args.target) / "config.json").is_file():
-        args.out = args.target  # `isoflop train DIR --resume`: DIR is the run (written by `upcycle`, or killed)
-        args.target = None
-    if args.out is None:
+    target, out = args.target, args.out
+    if target is not None and out is None and RunDir(target).is_run():
+        target, out = None, target  # `isoflop train DIR --resume`: DIR is the run (written by `upcycle`, or killed)
+    if out is None:
         raise ConfigError("--out", "name the run directory to write")
-    if args.target is None:
+    if target is None:
         if not args.resume:
             raise ConfigError("RECIPE|FILE", "name a recipe or config file (or pass --resume with --out DIR)")
-        args.target = f"{args.out}/config.json"
-    cfg = load_experiment(args.target, args.overrides)
+        cfg = load_run_experiment(RunDir(out).require_run(), args.overrides)
+    else:
+        cfg = load_experiment(target, args.overrides)
     if args.dry_run:
         import os
 
@@ -44,12 +46,12 @@ def train(args: argparse.Namespace) -> int:
         print(describe(plan))
         return 0
     try:
-        record = run_training(cfg, args.out, resume=args.resume)
+        record = run_training(cfg, out, resume=args.resume)
     except NonFiniteLoss as e:
         print(f"isoflop train: {e}", file=sys.stderr)
         return 1
-    print(f"val loss {record['val_loss']:.4f} | {record['val_bpb']:.4f} bits/byte | "
-          f"{record['steps']} steps, {record['D_tokens']:,} tokens in {record['wall_time_s']:.0f} s -> {args.out}")
+    print(f"val loss {record.val_loss:.4f} | {record.val_bpb:.4f} bits/byte | "
+          f"{record.steps} steps, {record.D_tokens:,} tokens in {record.wall_time_s:.0f} s -> {out}")
     return 0
 
 
@@ -63,7 +65,7 @@ def add_info_args(parser: argparse.ArgumentParser) -> None:
 
 def info(args: argparse.Namespace) -> int:
     from isoflop.nn.counting import flops_per_token, param_groups
-    from isoflop.train.plan import describe, resolve_plan
+    from isoflop.train.run_plan import describe, resolve_plan
 
     cfg = load_experiment(args.target, args.overrides)
     if args.world_size < 1:

@@ -33,7 +33,7 @@ import numpy as np
 from isoflop.config import ConfigError
 from isoflop.data.config import DataConfig
 from isoflop.data.corpus import CorpusFile, corpus_files, corpus_fingerprint, corpus_size, iter_documents
-from isoflop.data.tokenizers.base import Tokenizer, load_tokenizer
+from isoflop.data.tokenizers.base import Tokenizer, load_saved_tokenizer
 
 Split = Literal["train", "val"]
 SPLITS: tuple[Split, ...] = ("train", "val")
@@ -95,18 +95,16 @@ def is_val_document(index: int, val_fraction: float) -> bool:
     return int.from_bytes(digest, "little") < val_fraction * 2.0**64
 
 
-def prepare(cfg: DataConfig, *, progress: Callable[[str], None] | None = None) -> PreparedData:
+def prepare_shards(cfg: DataConfig, *, progress: Callable[[str], None] | None = None) -> PreparedData:
     """Tokenize the corpus of `cfg` into a cache entry (or reuse the finished one) and check it is usable
     for `cfg.seq_len`. `progress` gets short human messages every few seconds."""
     say = progress or (lambda _msg: None)
     files = corpus_files(cfg)
-    tok_key, saved = cfg.tokenizer.to_dict(), None
-    if cfg.tokenizer.path is not None:  # a saved tokenizer: keyed by what it is, not where it lies
-        saved = load_tokenizer(Path(cfg.tokenizer.path).expanduser())
-        tok_key["path"] = {"fingerprint": saved.fingerprint()}
-    inputs = {"format": FORMAT, "corpus": corpus_fingerprint(cfg, files), "val_fraction": cfg.val_fraction,
-              "tokenizer": tok_key}
-    key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:24]
+    saved = None
+    if cfg.tokenizer.path is not None:
+        saved = load_saved_tokenizer(Path(cfg.tokenizer.path).expanduser())
+    inputs = entry_inputs(cfg, files, saved)
+    key = entry_key(inputs)
     shards_dir = cfg.cache_root() / "shards"
     final = shards_dir / key
 
@@ -131,13 +129,26 @@ def prepare(cfg: DataConfig, *, progress: Callable[[str], None] | None = None) -
     return data
 
 
+def entry_inputs(cfg: DataConfig, files: list[CorpusFile], saved: Tokenizer | None) -> dict[str, Any]:
+    """What decides a cache entry's tokens: the layout version, the corpus, the split and the tokenizer (with
+    `saved`, the tokenizer loaded from `cfg.tokenizer.path`). Held in meta.json and hashed into the key."""
+    return {"format": FORMAT, "corpus": corpus_fingerprint(cfg, files), "val_fraction": cfg.val_fraction,
+            "tokenizer": cfg.tokenizer.shard_key(saved)}
+
+
+def entry_key(inputs: dict[str, Any]) -> str:
+    """The cache entry's folder name: 24 hex digits of the sha256 of its inputs. Stable on purpose: a changed
+    key rebuilds every user's shards."""
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:24]
+
+
 def open_entry(directory: Path, inputs: dict[str, Any]) -> PreparedData | None:
     """The entry at `directory` if it is complete and was made from `inputs`, else None."""
     try:
         meta = json.loads((directory / META_FILE).read_text())
         if meta.get("format") != FORMAT or meta.get("inputs") != inputs:
             return None
-        tokenizer = load_tokenizer(directory / TOKENIZER_DIR)
+        tokenizer = load_saved_tokenizer(directory / TOKENIZER_DIR)
         if tokenizer.fingerprint() != meta["tokenizer"]["fingerprint"]:
             return None
         itemsize = np.dtype(meta["dtype"]).itemsize
@@ -376,4 +387,5 @@ def _remove_stale(shards_dir: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
-__all__ = ["PreparedData", "is_val_document", "open_entry", "prepare", "shard_dtype"]
+__all__ = ["PreparedData", "entry_inputs", "entry_key", "is_val_document", "open_entry", "prepare_shards",
+           "shard_dtype"]

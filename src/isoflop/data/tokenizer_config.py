@@ -1,6 +1,11 @@
 """The tokenizer configurations: one small config class per kind (`data.tokenizer.kind`), each with its own
 knobs and `build()`, and `with_saved_tokenizer` for `data.tokenizer.path`.
 
+This family is the one list of tokenizer kinds: each member names its tokenizer class (`tokenizer_class`,
+imported on first use), and a saved tokenizer folder is loaded by looking its `kind` up here
+(`tokenizers/base.py: load_saved_tokenizer`). A new kind is a config class in this file plus its tokenizer
+module.
+
 Pure Python (no numpy, no torch), like data/config.py; the one disk access is reading a saved tokenizer's small
 `tokenizer_meta.json`, which decides the vocabulary size the model is built with.
 """
@@ -8,10 +13,11 @@ Pure Python (no numpy, no torch), like data/config.py; the one disk access is re
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from isoflop.config import ConfigError, Variant, config, require
 
@@ -19,6 +25,8 @@ if TYPE_CHECKING:
     from isoflop.data.tokenizers.base import Tokenizer
 
 
+# The file of a saved tokenizer folder that names its kind and knobs (written by tokenizers/base.py's `save`).
+META_FILE = "tokenizer_meta.json"
 # 256 byte-level symbols + 128 escape tokens for invalid UTF-8 + "<|endoftext|>" (see tokenizers/bpe.py).
 BPE_MIN_VOCAB = 256 + 128 + 1
 # <unk> + "<|endoftext|>" + 128 escapes + 256 byte pieces + at least one learned piece (tokenizers/unigram.py).
@@ -32,15 +40,28 @@ class TokenizerConfig(Variant, family=True):
     """How bytes become token ids: `data.tokenizer.kind` picks the variant."""
 
     default_kind = "byte"
+    #: "module:Class" of the tokenizer this kind builds and loads (`tokenizer_type`); imported on first use.
+    tokenizer_class: ClassVar[str] = ""
     path: str | None = None
     """A saved tokenizer folder (`isoflop tokenizer train --out DIR`, or a run's tokenizer/): when set, the
     run loads it instead of building one, and its `tokenizer_meta.json` must name this `kind` (set
-    `data.tokenizer.kind` to match). The folder's vocabulary knobs (vocab_size, token_bits, ..., and M1's
-    shape) replace the config's; training knobs are unused. Shards are cached by the loaded tokenizer's fingerprint."""
+    `data.tokenizer.kind` to match). The folder's vocabulary knobs (vocab_size, token_bits, ...) replace the
+    config's; training knobs are unused. Shards are cached by the loaded tokenizer's fingerprint."""
+
+    @classmethod
+    def tokenizer_type(cls) -> Any:
+        """The tokenizer class of this kind (a `BaseTokenizer` subclass with `from_files`), imported now."""
+        module, _, name = cls.tokenizer_class.partition(":")
+        return getattr(importlib.import_module(module), name)
 
     @property
     def needs_training(self) -> bool:
         """Whether `build` must be given documents to learn a vocabulary from."""
+        return False
+
+    @property
+    def needs_m1(self) -> bool:
+        """Whether the tokenizer runs M1, a byte-level model: built by `build_with_m1(model)`, not `build`."""
         return False
 
     def build(self, docs: Iterable[bytes] | None = None) -> Tokenizer:
@@ -52,12 +73,22 @@ class TokenizerConfig(Variant, family=True):
         names = {f.name for f in dataclasses.fields(self)} - {"path"}
         return {k: v for k, v in meta.items() if k in names}
 
+    def shard_key(self, saved: Tokenizer | None) -> dict[str, Any]:
+        """What of this config decides the tokens, as the shard cache key holds it (shards.py): `to_dict()`,
+        `path` replaced by the fingerprint of the tokenizer `saved` there (a folder is keyed by what it
+        holds, not where it lies). A changed key rebuilds every user's shards: keep it stable."""
+        key = self.to_dict()
+        if saved is not None:
+            key["path"] = {"fingerprint": saved.fingerprint()}
+        return key
+
 
 @config
 class ByteTokenizerConfig(TokenizerConfig):
     """One token per byte (ids 0..255) plus end-of-text: no training, no knobs."""
 
     kind = "byte"
+    tokenizer_class = "isoflop.data.tokenizers.byte:ByteTokenizer"
 
     @property
     def vocab_size(self) -> int:
@@ -65,9 +96,7 @@ class ByteTokenizerConfig(TokenizerConfig):
         return 257
 
     def build(self, docs: Iterable[bytes] | None = None) -> Tokenizer:
-        from isoflop.data.tokenizers.byte import ByteTokenizer
-
-        return ByteTokenizer()
+        return self.tokenizer_type()()
 
 
 @config
@@ -76,6 +105,7 @@ class BPETokenizerConfig(TokenizerConfig):
     the Hugging Face `tokenizers` library, lossless on arbitrary bytes."""
 
     kind = "bpe"
+    tokenizer_class = "isoflop.data.tokenizers.bpe:BPETokenizer"
     vocab_size: int = 4096
     """Vocabulary size including special tokens: 256 bytes, 128 escapes for invalid UTF-8, end-of-text, and
     the learned merges. A small corpus may learn fewer merges, giving a smaller vocabulary."""
@@ -95,9 +125,7 @@ class BPETokenizerConfig(TokenizerConfig):
     def build(self, docs: Iterable[bytes] | None = None) -> Tokenizer:
         if docs is None:  # a caller's bug, not a bad config value
             raise ValueError("a bpe tokenizer must be trained: build() needs the training documents")
-        from isoflop.data.tokenizers.bpe import BPETokenizer
-
-        return BPETokenizer.train(docs, vocab_size=self.vocab_size, train_bytes=self.train_bytes)
+        return self.tokenizer_type().train(docs, vocab_size=self.vocab_size, train_bytes=self.train_bytes)
 
 
 @config
@@ -106,6 +134,7 @@ class UnigramTokenizerConfig(TokenizerConfig):
     fallback, no dummy prefix, whitespace kept; lossless on arbitrary bytes (see tokenizers/unigram.py)."""
 
     kind = "unigram"
+    tokenizer_class = "isoflop.data.tokenizers.unigram:UnigramTokenizer"
     vocab_size: int = 4096
     """Vocabulary size including <unk>, end-of-text, 128 escapes for invalid UTF-8 and 256 byte pieces. A
     small corpus may give fewer pieces, so a smaller vocabulary."""
@@ -125,9 +154,7 @@ class UnigramTokenizerConfig(TokenizerConfig):
     def build(self, docs: Iterable[bytes] | None = None) -> Tokenizer:
         if docs is None:
             raise ValueError("a unigram tokenizer must be trained: build() needs the training documents")
-        from isoflop.data.tokenizers.unigram import UnigramTokenizer
-
-        return UnigramTokenizer.train(docs, vocab_size=self.vocab_size, train_bytes=self.train_bytes)
+        return self.tokenizer_type().train(docs, vocab_size=self.vocab_size, train_bytes=self.train_bytes)
 
 
 @config
@@ -136,19 +163,20 @@ class BytePieceTokenizerConfig(TokenizerConfig):
     segmentation, no NFC so lossless on bytes (see tokenizers/bytepiece.py; pure Python, slow to encode)."""
 
     kind = "bytepiece"
+    tokenizer_class = "isoflop.data.tokenizers.bytepiece:BytePieceTokenizer"
     vocab_size: int = 4096
     """Most ids, including <pad>, <bos>, <eos> (end-of-text) and the 256 bytes; the pruning may stop below."""
     train_bytes: int = 2_000_000
     """At most this many corpus bytes (the first training documents, the last one cut to fit) are used to
     learn the pieces. Training is pure Python: about a few seconds per MB."""
     order: int = 6
-    """Longest byte n-gram counted (the reference's default)."""
+    """Longest byte n-gram counted (the default of `Trainer` in github.com/bojone/bytepiece)."""
     min_count: int = 2
-    """n-grams (n > 1) and pieces seen fewer times than this are dropped (the reference's default)."""
+    """n-grams (n > 1) and pieces seen fewer times than this are dropped (bojone/bytepiece's default)."""
     max_piece_length: int = 36
-    """Longest piece in bytes (the reference's default)."""
+    """Longest piece in bytes (bojone/bytepiece's default)."""
     ensure_unicode: bool = True
-    """No multi-byte piece starts with a UTF-8 continuation byte 0x80..0xBF (the reference's default)."""
+    """No multi-byte piece starts with a UTF-8 continuation byte 0x80..0xBF (bojone/bytepiece's default)."""
 
     def __post_init__(self) -> None:
         require(self.vocab_size >= BYTEPIECE_MIN_VOCAB, "vocab_size",
@@ -165,11 +193,10 @@ class BytePieceTokenizerConfig(TokenizerConfig):
     def build(self, docs: Iterable[bytes] | None = None) -> Tokenizer:
         if docs is None:
             raise ValueError("a bytepiece tokenizer must be trained: build() needs the training documents")
-        from isoflop.data.tokenizers.bytepiece import BytePieceTokenizer
-
-        return BytePieceTokenizer.train(docs, vocab_size=self.vocab_size, train_bytes=self.train_bytes,
-                                        order=self.order, min_count=self.min_count,
-                                        max_piece_length=self.max_piece_length, ensure_unicode=self.ensure_unicode)
+        return self.tokenizer_type().train(docs, vocab_size=self.vocab_size, train_bytes=self.train_bytes,
+                                           order=self.order, min_count=self.min_count,
+                                           max_piece_length=self.max_piece_length,
+                                           ensure_unicode=self.ensure_unicode)
 
 
 @config
@@ -178,6 +205,7 @@ class GzipTokenizerConfig(TokenizerConfig):
     Nothing to train; tokens stand for fractions of bytes (bits/byte uses the split's share, base.py)."""
 
     kind = "gzip"
+    tokenizer_class = "isoflop.data.tokenizers.gzip:GzipTokenizer"
     token_bits: int = 8
     """Bits per token, 8 or 16: vocabulary 2^token_bits + end-of-text (Lester et al.'s v=256 and v=65k)."""
     level: int = 9
@@ -193,9 +221,7 @@ class GzipTokenizerConfig(TokenizerConfig):
         return (1 << self.token_bits) + 1
 
     def build(self, docs: Iterable[bytes] | None = None) -> Tokenizer:
-        from isoflop.data.tokenizers.gzip import GzipTokenizer
-
-        return GzipTokenizer(token_bits=self.token_bits, level=self.level)
+        return self.tokenizer_type()(token_bits=self.token_bits, level=self.level)
 
 
 @config
@@ -229,6 +255,7 @@ class StaticACTokenizerConfig(CodedTokenizerConfig):
     counted on the training documents, the bits cut into `token_bits`-bit tokens (tokenizers/static_ac.py)."""
 
     kind = "static-ac"
+    tokenizer_class = "isoflop.data.tokenizers.static_ac:StaticACTokenizer"
     train_bytes: int = 16_000_000
     """At most this many corpus bytes (the first training documents, the last one cut to fit) are counted."""
 
@@ -239,47 +266,46 @@ class StaticACTokenizerConfig(CodedTokenizerConfig):
     def build(self, docs: Iterable[bytes] | None = None) -> Tokenizer:
         if docs is None:
             raise ValueError("a static-ac tokenizer must be trained: build() needs the training documents")
-        from isoflop.data.tokenizers.static_ac import StaticACTokenizer
+        return self.tokenizer_type().train(docs, token_bits=self.token_bits, precision=self.precision,
+                                           train_bytes=self.train_bytes)
 
-        return StaticACTokenizer.train(docs, token_bits=self.token_bits, precision=self.precision,
-                                       train_bytes=self.train_bytes)
+
+# The M1 knobs NeuralACTokenizerConfig held until 2026-12 (issue 13): how `isoflop tokenizer train` trained M1
+# (now that command's own options, cli/tokenizer.py `M1Training`) and M1's shape, which a run never read (the
+# folder's m1_config.json fixes M1). Shards cached while they were here hold them in their keys, at these
+# values (see `shard_key`).
+_RETIRED_M1_KNOBS = {"m1_steps": 300, "m1_d_model": 128, "m1_n_layers": 2, "m1_seq_len": 256, "m1_batch_size": 16,
+                     "m1_lr": 0.003}
 
 
 @config
 class NeuralACTokenizerConfig(CodedTokenizerConfig):
     """What the kinds driven by M1, a byte-level LM, share (Lester et al. 2024 §3.2; tokenizers/m1.py). M1 is
-    trained by `isoflop tokenizer train` (a byte-tokenizer run with the m1_* knobs) or taken from `--m1 RUN`,
-    and saved inside the tokenizer folder; a run uses that folder through `path`."""
+    trained by `isoflop tokenizer train` (a byte-tokenizer run; its `--set m1_*` options) or taken from
+    `--m1 RUN`, and saved inside the tokenizer folder; a run uses that folder through `path`, and M1's shape
+    is the folder's (its tokenizer_meta.json says it under "m1")."""
 
+    retired_keys = frozenset(_RETIRED_M1_KNOBS)  # 2026-12: see _RETIRED_M1_KNOBS
     rows: int = 16
     """Documents (or windows) M1 runs side by side in one batch; part of the tokenizer (see m1.py)."""
-    m1_steps: int = 300
-    """Training steps of M1 when `isoflop tokenizer train` trains it (no --m1)."""
-    m1_d_model: int = 128
-    """M1's width when trained here (Lester et al.'s M1: 256)."""
-    m1_n_layers: int = 2
-    """M1's blocks when trained here (Lester et al.'s M1: 3)."""
-    m1_seq_len: int = 256
-    """M1's training context in bytes (Lester et al.: 1024)."""
-    m1_batch_size: int = 16
-    """M1's training batch, in sequences."""
-    m1_lr: float = 0.003
-    """M1's peak learning rate (AdamW, the trainer's default schedule)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.rows >= 1, "rows", f"must be positive, got {self.rows}")
-        for name in ("m1_steps", "m1_d_model", "m1_n_layers", "m1_seq_len", "m1_batch_size"):
-            require(getattr(self, name) >= 1, name, f"must be positive, got {getattr(self, name)}")
-        require(self.m1_lr > 0, "m1_lr", f"must be positive, got {self.m1_lr}")
 
-    def saved_knobs(self, meta: dict[str, Any]) -> dict[str, Any]:
-        """Also M1's shape, which the folder's M1 fixes (meta["m1"], m1.describe); how it was trained (m1_steps,
-        m1_batch_size, m1_lr) is not saved and stays as configured, unused."""
-        m1 = meta.get("m1") if isinstance(meta.get("m1"), dict) else {}
+    @property
+    def needs_m1(self) -> bool:
+        return True
+
+    def shard_key(self, saved: Tokenizer | None) -> dict[str, Any]:
+        """Also the retired M1 knobs, so that shards cached before they retired stay valid: M1's shape as the
+        folder gives it (what `with_saved_tokenizer` then filled in), how it trained at the values every
+        run then held (they were never read by a run, so nobody had reason to set them there)."""
+        m1 = saved.meta().get("m1", {}) if saved is not None else {}
         shape = {"m1_d_model": m1.get("d_model"), "m1_n_layers": m1.get("n_layers"),
                  "m1_seq_len": m1.get("train_length")}
-        return {**super().saved_knobs(meta), **{k: v for k, v in shape.items() if v is not None}}
+        return {**super().shard_key(saved), **_RETIRED_M1_KNOBS,
+                **{k: v for k, v in shape.items() if v is not None}}
 
     def build(self, docs: Iterable[bytes] | None = None) -> Tokenizer:
         raise ConfigError("tokenizer.path", f"a {self.kind} tokenizer runs a trained M1: make one with "
@@ -296,9 +322,10 @@ class ACTokenizerConfig(NeuralACTokenizerConfig):
     bits cut into `token_bits`-bit tokens (tokenizers/neural_ac.py)."""
 
     kind = "ac"
+    tokenizer_class = "isoflop.data.tokenizers.neural_ac:ACTokenizer"
     context: int | None = None
     """M1's context restarts every this many bytes of a document (the coder does not). None: M1's training
-    length (m1_seq_len)."""
+    length (its `train_length`)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -306,10 +333,9 @@ class ACTokenizerConfig(NeuralACTokenizerConfig):
 
     def build_with_m1(self, model: Any) -> Tokenizer:
         from isoflop.data.tokenizers.m1 import M1
-        from isoflop.data.tokenizers.neural_ac import ACTokenizer
 
-        return ACTokenizer(M1(model), token_bits=self.token_bits, precision=self.precision, rows=self.rows,
-                           context=self.context)
+        return self.tokenizer_type()(M1(model), token_bits=self.token_bits, precision=self.precision,
+                                     rows=self.rows, context=self.context)
 
 
 @config
@@ -318,6 +344,7 @@ class EqualInfoACTokenizerConfig(NeuralACTokenizerConfig):
     coder reset at every window, cut into `token_bits`-bit tokens (tokenizers/equalinfo.py)."""
 
     kind = "equalinfo-ac"
+    tokenizer_class = "isoflop.data.tokenizers.equalinfo:EqualInfoACTokenizer"
     token_bits: int = 16
     """Bits per token, 8 or 16, dividing window_bits (16 with window_bits 16: one token a window, v=65k)."""
     window_bits: int = 16
@@ -344,19 +371,18 @@ class EqualInfoACTokenizerConfig(NeuralACTokenizerConfig):
                 f"must be 'cell', 'first-match' or 'paper', got {self.decoding!r}")
 
     def build_with_m1(self, model: Any) -> Tokenizer:
-        from isoflop.data.tokenizers.equalinfo import EqualInfoACTokenizer
         from isoflop.data.tokenizers.m1 import M1
 
-        return EqualInfoACTokenizer(M1(model), window_bits=self.window_bits, token_bits=self.token_bits,
-                                    precision=self.precision, rows=self.rows,
-                                    max_window_bytes=self.max_window_bytes, decoding=self.decoding)
+        return self.tokenizer_type()(M1(model), window_bits=self.window_bits, token_bits=self.token_bits,
+                                     precision=self.precision, rows=self.rows,
+                                     max_window_bytes=self.max_window_bytes, decoding=self.decoding)
 
 
 def with_saved_tokenizer(tok: TokenizerConfig) -> TokenizerConfig:
     """`tok` with the knobs of the saved tokenizer at `tok.path` (checked to be of `tok.kind`); keys of the
     ConfigErrors are relative to `data`."""
     assert tok.path is not None
-    meta_path = Path(tok.path).expanduser() / "tokenizer_meta.json"
+    meta_path = Path(tok.path).expanduser() / META_FILE
     try:
         meta = json.loads(meta_path.read_text())
     except FileNotFoundError:

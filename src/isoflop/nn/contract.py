@@ -26,7 +26,7 @@ class TrainableLM(Protocol):
         ...
 
     def routing_stats(self) -> dict[str, float]:
-        """Detached metrics of the last forward, for metrics.jsonl."""
+        """Detached metrics of the last forward, for the metrics log."""
         ...
 
     def routing_load_buffers(self) -> list[torch.Tensor]:
@@ -45,7 +45,7 @@ class TrainableLM(Protocol):
         """Whether `use_causal_routing(True)` changes what the model computes (and the model can sample)."""
         ...
 
-    def use_causal_routing(self, enabled: bool) -> None:
+    def use_causal_routing(self, enabled: bool = True) -> None:
         """Switch the routed modules to their causal rule (sampling) or back."""
         ...
 
@@ -75,5 +75,5 @@ class RoutedModule(nn.Module):
         """Whether the module routes differently for sampling (`use_causal_routing`)."""
         return False
 
-    def use_causal_routing(self, enabled: bool) -> None:
+    def use_causal_routing(self, enabled: bool = True) -> None:
         """Switch to the sampling rule, or back (no-op for a module without one)."""

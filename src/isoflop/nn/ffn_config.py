@@ -28,13 +28,13 @@ LLAMA, MIXTRAL, QWEN2_MOE = "LlamaForCausalLM", "MixtralForCausalLM", "Qwen2MoeF
 
 @dataclass(frozen=True)
 class HfFFN:
-    """How an FFN config sits in a Hugging Face checkpoint: its class, its config.json keys and the shape of
-    its MoE blocks (what interop/hf_moe.py converts)."""
+    """How an FFN config sits in a Hugging Face checkpoint: its class, its config keys and the shape of its MoE
+    blocks (what interop/hf_moe.py converts)."""
 
     architecture: str
     """The transformers class (LLAMA, MIXTRAL or QWEN2_MOE)."""
     config: dict[str, Any]
-    """The config.json keys of the FFN slot."""
+    """The Hugging Face config keys of the FFN slot."""
     experts: int = 0
     """Routed experts per MoE block (frozen ones first); 0 for a dense model."""
     frozen_experts: int = 0

@@ -52,7 +52,7 @@ class RoutedBlock(RoutedModule):
     def has_causal_rule(self) -> bool:
         return True
 
-    def use_causal_routing(self, enabled: bool) -> None:
+    def use_causal_routing(self, enabled: bool = True) -> None:
         self.causal_routing = enabled
 
     def non_causal_reason(self) -> str | None:

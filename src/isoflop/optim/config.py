@@ -12,6 +12,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from isoflop.optim.lion import SignOptimizer
+
 
 @config
 class OptimConfig(Variant, family=True):
@@ -85,7 +87,7 @@ class SignOptimConfig(OptimConfig):
         require(all(0 <= b < 1 for b in self.embedding_betas), "embedding_betas",
                 f"each must be in [0, 1), got {self.embedding_betas}")
 
-    def _with_embeddings(self, groups: list[dict], make: Callable[[list[dict]], torch.optim.Optimizer]
+    def _with_embeddings(self, groups: list[dict], make: Callable[[list[dict]], SignOptimizer]
                          ) -> torch.optim.Optimizer:
         """`make(groups)`, with the embedding group marked lazy or handed to AdamW as `embeddings` says."""
         from isoflop.optim.mixed import with_adamw_embeddings
@@ -131,15 +133,18 @@ class TigerConfig(SignOptimConfig):
 
     kind = "tiger"
     lr: float = 1e-3
-    """Peak relative learning rate alpha: matrices step by alpha * RMS(theta) (reference: 1e-3 to 2e-3)."""
+    """Peak relative learning rate alpha: matrices step by alpha * RMS(theta). 1e-3 is the default of
+    github.com/bojone/tiger's tiger.py (its README's example: 1.76e-3); Su (kexue.fm/archives/9512) puts the
+    peak at 1e-3 to 2e-3."""
     weight_decay: float = 0.01
     """Decoupled weight decay for matrices and embeddings (norm gains and biases get none)."""
     beta: float = 0.965
-    """Momentum decay (0.965 for language, 0.945 for vision)."""
+    """Momentum decay: 0.965, tiger.py's default, recommended by Su (kexue.fm/archives/9512) for language
+    (0.945 for vision)."""
     rms_scaling: bool = True
     """Scale the lr by the tensor's RMS (per row for embeddings); False makes Tiger Lion with beta1 = beta2."""
     rms_floor: float = 0.0
-    """Lower bound on that RMS so zero-initialised tensors can move (not in the reference; 0 = off)."""
+    """Lower bound on that RMS so zero-initialised tensors can move (not in Su's Tiger; 0 = off)."""
     grad_accum_steps: int = 1
     """Micro-steps (optimizer.step() calls) per parameter update, accumulated in the momentum itself."""
     nan_guard: bool = True

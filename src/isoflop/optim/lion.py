@@ -18,7 +18,27 @@ from typing import Any
 import torch
 
 
-class Lion(torch.optim.Optimizer):
+class SignOptimizer(torch.optim.Optimizer):
+    """What the sign optimizers (Lion, Tiger) share for `MixedOptimizer` (mixed.py), which wraps one: counters
+    kept outside torch's per-parameter `state` travel as extra top-level entries of `state_dict`."""
+
+    def extra_state(self) -> dict[str, Any]:
+        """Entries `state_dict` holds beyond torch's "state" and "param_groups" (none for Lion)."""
+        return {}
+
+    def pop_extra_state(self, state_dict: dict[str, Any]) -> None:
+        """Restore the counters from those entries of `state_dict`, removing them from it."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), **self.extra_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        self.pop_extra_state(state_dict)
+        super().load_state_dict(state_dict)
+
+
+class Lion(SignOptimizer):
     """Lion, vectorised per parameter group with `torch._foreach_*` ops.
 
     `decoupled_weight_decay=True` divides λ by the initial lr (as lion_pytorch does), so the decay per step

@@ -1,11 +1,12 @@
-"""Embedding-anomaly remedies for the sign optimizers (Lion, Tiger): see the reference §5 and Su, kexue.fm 9736.
+"""Embedding-anomaly remedies for the sign optimizers (Lion, Tiger), after Su, kexue.fm/archives/9736.
 
 With a sign optimizer the embedding row of a rare token keeps a non-zero momentum after the token was last
 seen, so sign(m) = ±1 moves the row a full step every step and it drifts to the fixed point ±1/λ. Two
 remedies are options of `optim.embeddings` (LionConfig, TigerConfig):
 
 - ``lazy``: update only the rows of tokens present in the batch (group key ``lazy``; lion.py `lazy_rows`);
-- ``adamw``: AdamW for the input embedding and the sign optimizer for the rest (the Lion authors' fix), as
+- ``adamw``: AdamW for the input embedding and the sign optimizer for the rest (the Lion authors' fix, as Su
+  reports it there), as
   one `MixedOptimizer` that the training loop drives like any other.
 """
 
@@ -16,6 +17,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from isoflop.optim.lion import SignOptimizer
 
 
 def embedding_ids(model: nn.Module) -> set[int]:
@@ -52,7 +55,7 @@ class MixedOptimizer(torch.optim.Optimizer):
     A tied output head shares the embedding tensor, so with tied embeddings AdamW updates the head too.
     """
 
-    def __init__(self, sign: torch.optim.Optimizer, adamw: torch.optim.Optimizer, lr_scale: float = 1.0):
+    def __init__(self, sign: SignOptimizer, adamw: torch.optim.Optimizer, lr_scale: float = 1.0):
         if lr_scale <= 0:
             raise ValueError(f"lr_scale must be positive, got {lr_scale}")
         self.sign, self.adamw = sign, adamw
@@ -89,22 +92,16 @@ class MixedOptimizer(torch.optim.Optimizer):
         return loss
 
     def state_dict(self) -> dict[str, Any]:
-        out = super().state_dict()
-        if hasattr(self.sign, "micro_step"):  # Tiger's accumulation position
-            out["tiger"] = {"micro_step": self.sign.micro_step, "cycle_decayed": self.sign.cycle_decayed}
-        return out
+        return {**super().state_dict(), **self.sign.extra_state()}  # e.g. Tiger's accumulation position
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict = dict(state_dict)
-        extra = state_dict.pop("tiger", None)
+        self.sign.pop_extra_state(state_dict)
         super().load_state_dict(state_dict)
         self._link()
-        if extra is not None and hasattr(self.sign, "micro_step"):
-            self.sign.micro_step = int(extra.get("micro_step", 0))
-            self.sign.cycle_decayed = bool(extra.get("cycle_decayed", False))
 
 
-def with_adamw_embeddings(groups: list[dict], make_sign: Callable[[list[dict]], torch.optim.Optimizer], *,
+def with_adamw_embeddings(groups: list[dict], make_sign: Callable[[list[dict]], SignOptimizer], *,
                           lr: float, weight_decay: float | None, lr_scale: float,
                           betas: tuple[float, float], eps: float) -> torch.optim.Optimizer:
     """The groups whose role is "embedding" go to AdamW, the rest to `make_sign(groups)`; one MixedOptimizer

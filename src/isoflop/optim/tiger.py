@@ -1,6 +1,6 @@
 """Tiger (Su Jianlin 2023, "Tiger: A Tight-fisted Optimizer"; kexue.fm/archives/9512): Lion with β1 = β2 = β.
 
-Implemented as the reference (shared/reference/compression_positions_optimizers.md §5) specifies:
+Implemented after Su's reference code, github.com/bojone/tiger (tiger.py, TensorFlow 1.15), and blog post:
 
 - **Update.** m ← β·m + (1−β)·g, then θ ← θ·(1 − η·λ) − η·sign(m) (decay before the sign step, the order
   Lion uses; sign(0) = 0). One state buffer per parameter.
@@ -9,8 +9,8 @@ Implemented as the reference (shared/reference/compression_positions_optimizers.
   - ``"embedding"``: η = α·RMS(θ[i]) per row i (Su's code scales embeddings row by row);
   - ``"gain"`` (norm weights) and ``"bias"``: η = 0.5·α and λ = 0.
   RMS is of θ before the step. `rms_scaling=False` drops the RMS factor (η = α for matrices and
-  embeddings), which makes Tiger exactly Lion with β1 = β2 = β on those groups. `rms_floor` (not in the
-  reference; default 0, i.e. off) clamps the RMS from below so a zero-initialised tensor can still move.
+  embeddings), which makes Tiger exactly Lion with β1 = β2 = β on those groups. `rms_floor` (not in
+  Su's Tiger; default 0, i.e. off) clamps the RMS from below so a zero-initialised tensor can still move.
 - **Gradient accumulation without a buffer.** With `grad_accum_steps` = k, each `step()` is a micro-step:
   m is multiplied by β once per cycle (at its first contributing micro-step), every micro-step adds
   (1−β)/k·g, and θ moves only on the cycle's k-th micro-step. This equals plain Tiger on the mean gradient.
@@ -19,7 +19,8 @@ Implemented as the reference (shared/reference/compression_positions_optimizers.
   (0.99) and c = 1 for gains, 0 otherwise. The micro-step still counts towards the accumulation cycle; if
   it is the cycle's last one, θ does not take the sign step that cycle (the contributions so far stay in m).
 
-Recommended (reference): β = 0.965 for language, α ∈ [1e-3, 2e-3], λ = 0.01.
+Recommended settings: β = 0.965 for language (0.945 for vision), λ = 0.01 and α = 1e-3 are tiger.py's defaults
+(its README's example uses α = 1.76e-3); Su's post puts the peak α in [1e-3, 2e-3].
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from isoflop.optim.lion import lazy_rows
+from isoflop.optim.lion import SignOptimizer, lazy_rows
 from isoflop.optim.param_groups import decay_groups
 
 ROLES = ("matrix", "embedding", "gain", "bias")
@@ -60,7 +61,7 @@ def tiger_groups(model: nn.Module, weight_decay: float) -> list[dict]:
             for role, params in split.items() if params]
 
 
-class Tiger(torch.optim.Optimizer):
+class Tiger(SignOptimizer):
     """Tiger, vectorised per parameter group with `torch._foreach_*` ops (see the module docstring).
 
     Parameter groups may carry `role` (one of ROLES; default "matrix"). Gains and biases always get half
@@ -100,15 +101,11 @@ class Tiger(torch.optim.Optimizer):
         self.cycle_decayed = False
         """Whether m has been multiplied by β in the current cycle."""
 
-    def state_dict(self) -> dict[str, Any]:
-        out = super().state_dict()
-        out["tiger"] = {"micro_step": self.micro_step, "cycle_decayed": self.cycle_decayed}
-        return out
+    def extra_state(self) -> dict[str, Any]:
+        return {"tiger": {"micro_step": self.micro_step, "cycle_decayed": self.cycle_decayed}}
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state_dict = dict(state_dict)
+    def pop_extra_state(self, state_dict: dict[str, Any]) -> None:
         extra = state_dict.pop("tiger", {})
-        super().load_state_dict(state_dict)
         self.micro_step = int(extra.get("micro_step", 0))
         self.cycle_decayed = bool(extra.get("cycle_decayed", False))
 

@@ -1,107 +1,157 @@
-"""Bootstrap intervals for a Chinchilla Approach 3 fit (Epoch AI's procedure, Besiroglu et al. 2024; reference
-§2.2): resample the runs with replacement, refit each resample with fit.py's objective and Newton polish, and
-report standard errors and percentile intervals of the parameters and of D_opt/N_opt at chosen budgets."""
+"""Bootstrap intervals for every fit: how resampling is configured (`Bootstrap`), drawn (`Bootstrap.counts`) and
+summarised (`Intervals`).
+
+Each approach resamples its own units and refits each resample (docs/science.md, "Intervals"): approach 1 whole
+training curves, approach 2 runs within each isoFLOP budget, approach 3 runs (Besiroglu et al. 2024, arXiv
+2404.10102, as their data_analysis.ipynb does it). Draws are with replacement, or with `subsample` that fraction
+without replacement, which is how Hoffmann et al. 2022 (arXiv 2203.15556) made Table 2: 80 % of the data, 100
+times. A resample is a row of multiplicities over the units, so a batch of resamples is one array.
+
+DEFAULT_LEVEL is 0.8 for the whole package: Hoffmann et al.'s Table 2 gives 10th-90th percentiles, and Epoch AI
+report their compute-optimal bands at 80 % (`conf_int_percentile = 80` in data_analysis.ipynb).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from isoflop.science.fit import ChinchillaFit, converged, fit_chinchilla, make_objective, polish, prepare
+from isoflop.science.errors import ScienceError
 from isoflop.science.laws import ChinchillaLaw
 
-KEYS = ("E", "A", "B", "alpha", "beta", "a", "b", "G")
-"""The quantities a bootstrap reports, keyed as in ChinchillaFit.to_dict()."""
+DEFAULT_LEVEL = 0.8
+"""Coverage of every interval unless asked otherwise: 10th to 90th percentile (see the module docstring)."""
 
 
-@dataclass(frozen=True, eq=False)
-class BootstrapResult:
-    """Bootstrap over runs (resampled with replacement, refitted): standard errors and percentile intervals.
+@dataclass(frozen=True)
+class Bootstrap:
+    """How to resample a fit: `n` resamples, percentile intervals covering `level`, drawn from `seed`."""
 
-    `se` and `ci` are keyed like the fit (KEYS); `tokens_per_param` holds D_opt/N_opt at each budget, keyed
-    by the budget written as `f"{C:.3g}"`, with the full fit's estimate, the bootstrap median, se and ci.
-    """
+    n: int = 1000
+    level: float = DEFAULT_LEVEL
+    seed: int = 0
+    subsample: float | None = None
+    """Draw this fraction of the units without replacement (Hoffmann's Table 2: 0.8) instead of all of them with."""
+    legacy_rng: bool = False
+    """Draw as Epoch's notebook does: numpy's legacy RandomState(seed).choice(m, m), one resample after another
+    (with it, Epoch's bootstrap standard errors are reproduced to every printed digit)."""
 
-    n: int
-    seed: int
-    level: float
+    def __post_init__(self) -> None:
+        if isinstance(self.n, bool) or int(self.n) != self.n or self.n < 2:
+            raise ScienceError(f"need at least 2 resamples, got {self.n!r}", key="n")
+        check_level(self.level)
+        if self.subsample is not None and not 0 < self.subsample < 1:
+            raise ScienceError(f"{self.subsample} is not a fraction in (0, 1)", key="subsample")
+        if self.subsample is not None and self.legacy_rng:
+            raise ScienceError("Epoch's legacy draw is with replacement; give one of them", key="subsample")
+
+    @property
+    def percentiles(self) -> tuple[float, float]:
+        """(lower, upper) percentiles of a central `level` interval: (10, 90) at 0.8."""
+        return ((100.0 - 100.0 * self.level) / 2.0, (100.0 + 100.0 * self.level) / 2.0)
+
+    def rng(self) -> np.random.Generator:
+        return np.random.default_rng(self.seed)
+
+    def counts(self, m: int, rng: np.random.Generator, *, by_index: bool = False) -> np.ndarray:
+        """(n, m) multiplicities: how often each resample takes each of m units.
+
+        With replacement, a resample is one multinomial draw, or with `by_index` m uniform indices (approach 3's
+        draw): the same distribution, each approach keeping its own stream so that a seed gives its usual
+        resamples. `legacy_rng` and `subsample` override both.
+        """
+        n = int(self.n)
+        if self.legacy_rng:
+            rs = np.random.RandomState(self.seed)
+            return _tally(np.stack([rs.choice(m, m) for _ in range(n)]), m)
+        if self.subsample is not None:
+            k = max(1, round(self.subsample * m))
+            keys = rng.random((n, m))
+            return (np.argsort(np.argsort(keys, axis=1), axis=1) < k).astype(float)  # k random units per row
+        if by_index:
+            return _tally(rng.integers(0, m, size=(n, m)), m)
+        return rng.multinomial(m, np.full(m, 1.0 / m), size=n).astype(float)
+
+    def summarise(self, values: Mapping[str, np.ndarray], *, theta: np.ndarray | None = None) -> Intervals:
+        """Intervals from each resample's refitted `values` ({key: (n,)}, NaN where the refit failed)."""
+        stacked = np.stack([np.asarray(v, dtype=float) for v in values.values()], axis=1)
+        ok = np.all(np.isfinite(stacked), axis=1)
+        if ok.sum() < 2:
+            raise ScienceError(f"bootstrap: only {int(ok.sum())} of {int(self.n)} resamples could be fitted")
+        samples = {k: np.asarray(v, dtype=float)[ok] for k, v in values.items()}
+        lo_q, hi_q = self.percentiles
+        se = {k: float(np.std(v, ddof=1)) for k, v in samples.items()}
+        ci = {k: (float(np.percentile(v, lo_q)), float(np.percentile(v, hi_q))) for k, v in samples.items()}
+        return Intervals(bootstrap=self, n_failed=int(np.sum(~ok)), se=se, ci=ci, samples=samples,
+                         theta=None if theta is None else np.asarray(theta)[ok])
+
+
+def _tally(idx: np.ndarray, m: int) -> np.ndarray:
+    counts = np.zeros((idx.shape[0], m))
+    np.add.at(counts, (np.arange(idx.shape[0])[:, None], idx), 1.0)
+    return counts
+
+
+@dataclass(frozen=True, eq=False)  # holds arrays: == would be ambiguous, so it is identity
+class Intervals:
+    """A bootstrap's result: percentile intervals `ci` at `level` and standard errors `se`, keyed like the fit's
+    values ("a", "b"; approach 3 also "E", "A", "B", "alpha", "beta", "G"), over the resamples that refitted."""
+
+    bootstrap: Bootstrap
     n_failed: int
-    """Resamples whose refit did not pass the convergence test; they are left out of every statistic."""
-    estimate: ChinchillaFit
+    """Resamples that could not be refitted (too few sizes left, no minimum, no convergence): left out."""
     se: dict[str, float]
     ci: dict[str, tuple[float, float]]
-    budgets: tuple[float, ...]
-    tokens_per_param: dict[str, dict[str, Any]]
-    samples: np.ndarray
-    """(n − n_failed, len(KEYS)) refitted values, columns in KEYS order."""
-    theta: np.ndarray
-    """(n − n_failed, 5) refitted log-space [a, b, e, α, β]."""
+    samples: dict[str, np.ndarray]
+    """Each key's refitted values, one per successful resample."""
+    theta: np.ndarray | None = None
+    """Approach 3: (S, 5) refitted log-space [a, b, e, α, β] rows, in the order of `samples`."""
+
+    @property
+    def level(self) -> float:
+        return self.bootstrap.level
+
+    @property
+    def n(self) -> int:
+        return int(self.bootstrap.n)
 
     @property
     def cov_log(self) -> np.ndarray:
-        """Covariance of the refitted log-space parameters (Epoch's basis for multivariate-normal bands)."""
+        """Covariance of the refitted [log A, log B, log E, α, β] (Epoch's basis for multivariate-normal bands)."""
+        if self.theta is None:
+            raise ScienceError("only a parametric (approach 3) bootstrap has log-space parameters", key="cov_log")
         return np.cov(self.theta, rowvar=False)
 
+    def laws(self) -> ChinchillaLaw:
+        """The refitted laws as one ChinchillaLaw with array fields (a batch of laws)."""
+        if self.theta is None:
+            raise ScienceError("only a parametric (approach 3) bootstrap has laws", key="laws")
+        return ChinchillaLaw.from_log(*self.theta.T)
+
+    def band(self, values: np.ndarray) -> dict[str, Any]:
+        """Median, standard error and `level` interval of a quantity derived from each resample."""
+        values = np.asarray(values, dtype=float)
+        lo_q, hi_q = self.bootstrap.percentiles
+        return {"median": float(np.median(values)), "se": float(np.std(values, ddof=1)),
+                "ci": (float(np.percentile(values, lo_q)), float(np.percentile(values, hi_q)))}
+
     def to_dict(self, samples: bool = False) -> dict[str, Any]:
-        """JSON-ready summary; with `samples`, also the refitted E, A, B, alpha, beta as lists (for `plan --fit`)."""
-        out = {"n": self.n, "seed": self.seed, "level": self.level, "n_failed": self.n_failed,
-               "se": dict(self.se), "ci": {k: list(v) for k, v in self.ci.items()},
-               "tokens_per_param": {k: {**v, "ci": list(v["ci"])} for k, v in self.tokens_per_param.items()}}
+        """JSON-ready; with `samples`, also each key's refitted values as lists (`isoflop plan --fit` reads them)."""
+        b = self.bootstrap
+        out: dict[str, Any] = {"method": "bootstrap", "level": b.level, "n": int(b.n), "seed": b.seed,
+                               "subsample": b.subsample, "legacy_rng": b.legacy_rng, "n_failed": self.n_failed,
+                               "se": dict(self.se), "ci": {k: list(v) for k, v in self.ci.items()}}
         if samples:
-            out["samples"] = {k: self.samples[:, j].tolist() for j, k in enumerate(KEYS[:5])}
+            out["samples"] = {k: v.tolist() for k, v in self.samples.items()}
         return out
 
 
-def bootstrap(N: Any, D: Any, L: Any, n: int = 1000, seed: int = 0,
-              budgets: Sequence[float] = (1e21, 5.88e23, 1e25), *, fit: ChinchillaFit | None = None,
-              start: ChinchillaLaw | None = None, loss: str = "huber", delta: float = 1e-3,
-              drop_highest: int = 0, reduction: str | None = None, scale: float = 1.0, weight: float = 10.0,
-              level: float = 0.95, max_iter: int = 1000, legacy_rng: bool = False) -> BootstrapResult:
-    """Resample the runs n times with replacement and refit each resample (Epoch's procedure, reference §2.2).
-
-    All resamples are refitted together as one batch (a resample is a row of point multiplicities), each
-    starting from the full fit (`fit`, computed here if not given) or from `start` (Epoch started every
-    refit from Hoffmann's TeX parameters). `legacy_rng` draws as Epoch's notebook does: numpy's legacy
-    RandomState(seed).choice(n_points, n_points) per resample. Percentile intervals cover `level`.
-    """
-    if int(n) != n or n < 2:
-        raise ValueError(f"n: need at least 2 resamples, got {n!r}")
-    if not 0 < level < 1:
-        raise ValueError(f"level: must be in (0, 1), got {level!r}")
-    N, D, L = prepare(N, D, L, drop_highest)
-    if fit is None:
-        fit = fit_chinchilla(N, D, L, loss=loss, delta=delta, reduction=reduction, scale=scale, weight=weight)
-    m = len(L)
-    if legacy_rng:
-        rs = np.random.RandomState(seed)
-        idx = np.stack([rs.choice(m, m) for _ in range(int(n))])
-    else:
-        idx = np.random.default_rng(seed).integers(0, m, size=(int(n), m))
-    counts = np.zeros((int(n), m))
-    np.add.at(counts, (np.arange(int(n))[:, None], idx), 1.0)
-    obj = make_objective(N, D, L, loss, delta, reduction, scale, weight, counts=counts)
-    x0 = np.tile(np.asarray(start.theta if start is not None else fit.theta), (int(n), 1))
-    res, newton_len, _, _ = polish(obj, x0, max_iter)
-    ok = converged(res.x, newton_len) & np.isfinite(res.f)
-    if ok.sum() < 2:
-        raise ValueError(f"bootstrap: only {int(ok.sum())} of {int(n)} refits converged")
-    theta = res.x[ok]
-    laws = ChinchillaLaw.from_log(*theta.T)  # broadcasts: numpy arrays in every field
-    samples = np.stack([np.asarray(getattr(laws, k), dtype=float) for k in KEYS], axis=1)
-    lo_q, hi_q = 50 * (1 - level), 50 * (1 + level)
-    se = {k: float(np.std(samples[:, j], ddof=1)) for j, k in enumerate(KEYS)}
-    ci = {k: (float(np.percentile(samples[:, j], lo_q)), float(np.percentile(samples[:, j], hi_q)))
-          for j, k in enumerate(KEYS)}
-    per_budget = {}
-    for C in budgets:
-        r = np.asarray(laws.tokens_per_param(C), dtype=float)
-        per_budget[f"{C:.3g}"] = {
-            "flops": float(C), "estimate": float(fit.law.tokens_per_param(C)), "median": float(np.median(r)),
-            "se": float(np.std(r, ddof=1)),
-            "ci": (float(np.percentile(r, lo_q)), float(np.percentile(r, hi_q)))}
-    return BootstrapResult(n=int(n), seed=seed, level=level, n_failed=int(np.sum(~ok)), estimate=fit, se=se,
-                           ci=ci, budgets=tuple(float(c) for c in budgets), tokens_per_param=per_budget,
-                           samples=samples, theta=theta)
+def check_level(level: float) -> float:
+    """`level` if it is a valid interval coverage, else ScienceError."""
+    if isinstance(level, bool) or not (isinstance(level, (int, float)) and math.isfinite(level) and 0 < level < 1):
+        raise ScienceError(f"must be in (0, 1), got {level!r}", key="level")
+    return float(level)

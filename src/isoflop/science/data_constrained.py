@@ -1,28 +1,26 @@
 """Data-constrained planning (Muennighoff et al. 2023, arXiv 2305.16264): with only U unique tokens, repeated
 epochs and excess parameters are worth less (decay constants R_D*, R_N*); the best split of C FLOPs then differs
-from Chinchilla's. N, D and the law as in plan.py."""
+from Chinchilla's. N, D and the law as in compute_optimal.py."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from isoflop.science.laws import ChinchillaLaw, MuennighoffLaw
-from isoflop.science.plan import Plan, argmin_log_n, chinchilla_params, compute_optimal, positive
+from isoflop.science.compute_optimal import Plan, argmin_log_n, chinchilla_form, compute_optimal, positive
+from isoflop.science.laws import MUENNIGHOFF, Law, MuennighoffLaw
 
-MUENNIGHOFF_R_D_STAR, MUENNIGHOFF_R_N_STAR = 15.387756, 5.309743
-"""Decay constants of repeated data and excess parameters (Muennighoff et al. 2023, datablations README), lent
-to a plain Chinchilla law by `data_constrained`."""
+MUENNIGHOFF_R_D_STAR, MUENNIGHOFF_R_N_STAR = MUENNIGHOFF.R_D_star, MUENNIGHOFF.R_N_star
+"""Decay constants of repeated data and excess parameters (the `muennighoff` preset's), lent to a plain
+Chinchilla law by `data_constrained`."""
 
 
-def muennighoff_law(law: Any) -> MuennighoffLaw:
-    """The law itself if data-constrained; else its Chinchilla parameters with Muennighoff et al.'s C4 decay
+def muennighoff_law(law: Law) -> MuennighoffLaw:
+    """The law itself if data-constrained; else its Chinchilla form with Muennighoff et al.'s C4 decay
     constants R_D*, R_N* (an assumption: they were fitted on C4 with 8.7B-parameter models at most)."""
     if isinstance(law, MuennighoffLaw):
         return law
-    E, A, B, alpha, beta = chinchilla_params(law)
-    return MuennighoffLaw(base=ChinchillaLaw(E=E, A=A, B=B, alpha=alpha, beta=beta),
-                          R_D_star=MUENNIGHOFF_R_D_STAR, R_N_star=MUENNIGHOFF_R_N_STAR)
+    return MuennighoffLaw(base=chinchilla_form(law), R_D_star=MUENNIGHOFF_R_D_STAR, R_N_star=MUENNIGHOFF_R_N_STAR)
 
 
 @dataclass(frozen=True)
@@ -46,7 +44,7 @@ class DataConstrainedPlan:
                 "chinchilla": self.chinchilla.to_dict(), "chinchilla_loss_repeated": self.chinchilla_loss_repeated}
 
 
-def data_constrained(law: Any, flops: float, unique_tokens: float) -> DataConstrainedPlan:
+def data_constrained(law: Law, flops: float, unique_tokens: float) -> DataConstrainedPlan:
     """argmin over N of Muennighoff's L(N, D = C/(6N), U) (`muennighoff_law(law)`): a log grid over ±6 decades
     around the unconstrained N_opt, then Brent's method (the datablations README uses a grid search)."""
     C, U = positive("flops", flops), positive("unique_tokens", unique_tokens)

@@ -1,7 +1,7 @@
 """The loss-vs-cost Pareto frontier of several models' training curves, and where the lead changes.
 
-"Chinchilla's death" (espadrine.github.io, 2023-07-23; reference/scaling.md §5) plots LLaMA training loss
-against GPU-hours and argues that a smaller model first leads, is overtaken by a larger one, and may
+"Chinchilla's death" (espadrine.github.io, 2023-07-23, with digitised curves in espadrine/espadrine.github.com,
+blog/assets/chinchilla-s-death/) plots LLaMA training loss against GPU-hours and argues that a smaller model first leads, is overtaken by a larger one, and may
 overtake it again. This module makes that reading exact for any cost axis (FLOPs, tokens, wall time,
 GPU-hours): the lower envelope over all curves, the model that leads on each cost interval, and the
 crossovers between curves.
@@ -26,11 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from isoflop.science.errors import ScienceError
 from isoflop.science.records import Curve
-
-
-class FrontierError(ValueError):
-    """Unusable curves for the frontier: one line naming the curve and the problem."""
 
 
 @dataclass(frozen=True)
@@ -101,15 +98,15 @@ def monotone(cost: np.ndarray, loss: np.ndarray, *, smooth: int = 1, name: str =
     smoothed by a centred moving average over `smooth` points, then made non-increasing."""
     cost, loss = np.asarray(cost, dtype=float), np.asarray(loss, dtype=float)
     if cost.shape != loss.shape or cost.ndim != 1:
-        raise FrontierError(f"{name}: cost and loss must be 1-D arrays of one length")
+        raise ScienceError("cost and loss must be 1-D arrays of one length", key=name)
     if cost.size == 0:
-        raise FrontierError(f"{name}: no points")
+        raise ScienceError("no points", key=name)
     if not (np.all(np.isfinite(cost)) and np.all(cost > 0)):
-        raise FrontierError(f"{name}: costs must be positive and finite (they are interpolated in log cost)")
+        raise ScienceError("costs must be positive and finite (they are interpolated in log cost)", key=name)
     if not np.all(np.isfinite(loss)):
-        raise FrontierError(f"{name}: a loss is not finite")
+        raise ScienceError("a loss is not finite", key=name)
     if smooth < 1:
-        raise FrontierError(f"smooth: {smooth} is not a window of at least 1 point")
+        raise ScienceError(f"{smooth} is not a window of at least 1 point", key="smooth")
     order = np.argsort(cost, kind="stable")
     cost, loss = cost[order], loss[order]
     unique, start = np.unique(cost, return_index=True)
@@ -137,10 +134,10 @@ def curve_values(knots: Sequence[tuple[np.ndarray, np.ndarray]], log_grid: np.nd
 
 def _prepare(curves: Sequence[Curve], axis: str, smooth: int) -> list[tuple[np.ndarray, np.ndarray]]:
     if not curves:
-        raise FrontierError("no curves")
+        raise ScienceError("no curves")
     names = [c.name for c in curves]
     if len(set(names)) < len(names):
-        raise FrontierError(f"curve name '{next(n for n in names if names.count(n) > 1)}' is used twice")
+        raise ScienceError(f"curve name '{next(n for n in names if names.count(n) > 1)}' is used twice")
     return [monotone(c.x(axis), c.loss, smooth=smooth, name=c.name) for c in curves]
 
 

@@ -1,17 +1,17 @@
 """Inference-aware planning (Sardana et al. 2024, arXiv 2401.00448): the model that reaches a target loss with
 the fewest lifetime FLOPs, training 6·N·D plus inference 2·N·T_inf, against the Chinchilla-optimal model at the
-same loss. N, D and the law as in plan.py."""
+same loss. N, D and the law as in compute_optimal.py."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
-from scipy.optimize import brentq
 
-from isoflop.science.plan import chinchilla_params
+from isoflop.science.compute_optimal import chinchilla_form
+from isoflop.science.errors import ScienceError
+from isoflop.science.laws import Law
 
 
 @dataclass(frozen=True)
@@ -37,20 +37,22 @@ class InferencePlan:
                 "D_ratio": self.D / self.chinchilla_D, "flops_ratio": ours / theirs}
 
 
-def inference_aware(law: Any, loss_target: float, inference_tokens: float) -> InferencePlan:
+def inference_aware(law: Law, loss_target: float, inference_tokens: float) -> InferencePlan:
     """Sardana et al.'s Lagrange solution: D* is the root of
     (B + βB/α)·D^−β + (T_inf·βB/(3α))·D^(−β−1) + E − ℓ = 0 (decreasing in D; found by brentq in log D from the
     T_inf = 0 root, which is Chinchilla's D at loss ℓ), then N* = (A/(ℓ − E − B·D*^−β))^(1/α)."""
-    E, A, B, alpha, beta = chinchilla_params(law)
+    from scipy.optimize import brentq
+
+    form = chinchilla_form(law)
+    E, A, B, alpha, beta = form.E, form.A, form.B, form.alpha, form.beta
     ell = float(loss_target)
     if not (math.isfinite(ell) and ell > E):
-        raise ValueError(f"loss: target {ell} must exceed the law's irreducible loss E = {E:.6g}")
+        raise ScienceError(f"target {ell} must exceed the law's irreducible loss E = {E:.6g}", key="loss")
     T = float(inference_tokens)
     if not (math.isfinite(T) and T >= 0):
-        raise ValueError(f"inference_tokens: must be a non-negative finite number, got {T}")
+        raise ScienceError(f"must be a non-negative finite number, got {T}", key="inference_tokens")
     gap = ell - E
-    D0 = (B * (beta / alpha + 1) / gap) ** (1 / beta)
-    N0 = (A * (alpha / beta + 1) / gap) ** (1 / alpha)
+    N0, D0 = form.optimal_at_loss(ell)  # the compute-optimal model at loss ℓ: the T_inf = 0 solution
     c1, c2 = B + beta * B / alpha, T * beta * B / (3 * alpha)
 
     def f(x: float) -> float:  # x = log D

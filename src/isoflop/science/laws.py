@@ -1,38 +1,49 @@
-"""Parametric scaling laws: Chinchilla, Kaplan's joint law, Muennighoff's data-constrained law; named presets.
+"""Parametric scaling laws (Chinchilla, Kaplan's joint law, Muennighoff's data-constrained law), named presets,
+and `parse_law` for the CLI's `--law`. docs/science.md states every formula and constant with its source.
 
-- Chinchilla (Hoffmann et al. 2022, arXiv 2203.15556, eq. 2 and eq. 4): L(N, D) = E + A/N^α + B/D^β, and with
-  C = 6·N·D the compute-optimal allocation N_opt = G·(C/6)^a, D_opt = G⁻¹·(C/6)^b, where
-  G = (αA/(βB))^(1/(α+β)), a = β/(α+β), b = α/(α+β). E does not move the optimum.
-- Kaplan et al. 2020 (arXiv 2001.08361, eq. 1.5, Table 2): L(N, D) = [(N_c/N)^(α_N/α_D) + D_c/D]^α_D, with N
-  the non-embedding parameter count.
-- Muennighoff et al. 2023 (arXiv 2305.16264, §Parametric fit of huggingface/datablations): the Chinchilla
-  form evaluated at effective data D' and effective parameters N', which discount repeated tokens and
-  parameters in excess of what the unique data can feed.
+- Chinchilla (Hoffmann et al. 2022, arXiv 2203.15556, eq. 2): L(N, D) = E + A/N^α + B/D^β. Minimising it on the
+  line C = 6·N·D gives their eq. 4, written once here (`ChinchillaLaw.optimal`): N_opt = G·(C/6)^a and
+  D_opt = G⁻¹·(C/6)^b with G = (αA/(βB))^(1/(α+β)), a = β/(α+β), b = α/(α+β). E does not move the optimum.
+- Kaplan et al. 2020 (arXiv 2001.08361, eq. 1.5 with Table 2's constants): L(N, D) = [(N_c/N)^(α_N/α_D) + D_c/D]^α_D,
+  N the non-embedding parameter count.
+- Muennighoff et al. 2023 (arXiv 2305.16264, as the "Parametric Fit" section of huggingface/datablations'
+  README states it): the Chinchilla form evaluated at effective data D' and effective parameters N', which discount
+  repeated tokens and parameters beyond what the unique data can feed.
 
-All constants come from `shared/reference/scaling.md` (§1.1, §2.2, §4.1, §4.4), which names their sources.
-`parse_law` turns a preset name or `key=value,...` text into a law for the CLI's `--law`.
+`Law` is what the planner asks of any of them: a loss, its parameters, and its Chinchilla form if it has one.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
-from scipy.optimize import minimize_scalar
+
+from isoflop.registry import Registry, did_you_mean
+from isoflop.science.errors import ScienceError
 
 ArrayLike = float | np.ndarray
 
 
-class LawError(ValueError):
-    """A bad law specification; `key` names the offending key or preset (one line, for the CLI's exit 2)."""
+class Law(Protocol):
+    """A scaling law as the planner uses it (ChinchillaLaw, KaplanLaw, MuennighoffLaw, or a user's own)."""
 
-    def __init__(self, key: str, problem: str):
-        self.key, self.problem = key, problem
-        super().__init__(f"{key}: {problem}" if key else problem)
+    def loss(self, N: ArrayLike, D: ArrayLike) -> ArrayLike:
+        """Predicted loss (nats/token) of N parameters trained on D tokens."""
+        ...
+
+    def to_dict(self) -> dict[str, float]:
+        """The parameters, keyed as `law_from_dict` reads them back."""
+        ...
+
+    @property
+    def chinchilla(self) -> ChinchillaLaw | None:
+        """The law's Chinchilla form E + A/N^α + B/D^β, whose closed-form optimum the planner uses; None when the
+        law has none (Kaplan's), and the planner then searches numerically."""
+        ...
 
 
 # ----------------------------------------------------------------------------- Chinchilla
@@ -58,6 +69,10 @@ class ChinchillaLaw:
             values = [float(v) for v in values]
         A, B, E, al, be = values
         return cls(E=E, A=A, B=B, alpha=al, beta=be)
+
+    @property
+    def chinchilla(self) -> ChinchillaLaw:
+        return self
 
     @property
     def theta(self) -> tuple[float, float, float, float, float]:
@@ -98,6 +113,25 @@ class ChinchillaLaw:
             return float(N), float(D)
         return N, D
 
+    def optimal_tokens(self, N: ArrayLike) -> ArrayLike:
+        """The tokens D with which N parameters are compute-optimal: eq. 4 solved for C, D = G⁻¹·(N/G)^(b/a)."""
+        D = (np.asarray(N, dtype=float) / self.G) ** (self.alpha / self.beta) / self.G
+        return float(D) if np.ndim(D) == 0 else D
+
+    def optimal_at_loss(self, loss: float) -> tuple[float, float]:
+        """(N, D) of least compute 6·N·D that reach `loss` ℓ > E.
+
+        The optimum satisfies αA/N^α = βB/D^β (as eq. 4 does), so the two reducible terms split ℓ − E in the ratio
+        β : α, giving N = (A·(1 + α/β)/(ℓ − E))^(1/α) and D = (B·(1 + β/α)/(ℓ − E))^(1/β) (Sardana et al. 2024,
+        arXiv 2401.00448: their Lagrange solution with no inference tokens).
+        """
+        gap = float(loss) - self.E
+        if not (math.isfinite(gap) and gap > 0):
+            raise ScienceError(f"target {loss} must exceed the law's irreducible loss E = {self.E:.6g}", key="loss")
+        N = (self.A * (self.alpha / self.beta + 1) / gap) ** (1 / self.alpha)
+        D = (self.B * (self.beta / self.alpha + 1) / gap) ** (1 / self.beta)
+        return N, D
+
     def tokens_per_param(self, C: ArrayLike) -> ArrayLike:
         """D_opt/N_opt at compute C: G⁻²·(C/6)^(b−a)."""
         N, D = self.optimal(C)
@@ -125,6 +159,10 @@ class KaplanLaw:
     alpha_N: float
     alpha_D: float
 
+    @property
+    def chinchilla(self) -> None:
+        return None
+
     def loss(self, N: ArrayLike, D: ArrayLike) -> ArrayLike:
         N, D = np.asarray(N, dtype=float), np.asarray(D, dtype=float)
         out = ((self.N_c / N) ** (self.alpha_N / self.alpha_D) + self.D_c / D) ** self.alpha_D
@@ -148,6 +186,11 @@ class MuennighoffLaw:
     base: ChinchillaLaw
     R_D_star: float
     R_N_star: float
+
+    @property
+    def chinchilla(self) -> ChinchillaLaw:
+        """The base law: the loss of fresh data and parameters the data can feed (the planner's compute optimum)."""
+        return self.base
 
     def effective_data(self, D_unique: ArrayLike, D_total: ArrayLike) -> ArrayLike:
         """D' for D_total tokens drawn from D_unique unique tokens (D_total ≥ D_unique means repetition)."""
@@ -184,7 +227,7 @@ class MuennighoffLaw:
         fresh tokens, as in the datablations README where U = min(U, D).
         """
         if (epochs is None) == (D_total is None):
-            raise ValueError("MuennighoffLaw.loss: give exactly one of epochs and D_total")
+            raise ScienceError("give exactly one of epochs and D_total", key="MuennighoffLaw.loss")
         U = np.asarray(D_unique, dtype=float)
         D = U * np.asarray(epochs, dtype=float) if D_total is None else np.asarray(D_total, dtype=float)
         U = np.minimum(U, D)
@@ -197,6 +240,8 @@ class MuennighoffLaw:
 
         The datablations README does a grid search instead; the minimum is the same to the grid's resolution.
         """
+        from scipy.optimize import minimize_scalar
+
         s = C / 6.0
 
         def objective(log_n: float) -> float:
@@ -213,31 +258,29 @@ class MuennighoffLaw:
         return {**self.base.to_dict(), "R_D_star": float(self.R_D_star), "R_N_star": float(self.R_N_star)}
 
 
-Law = ChinchillaLaw | KaplanLaw | MuennighoffLaw
-
 # ----------------------------------------------------------------------------- presets
+# Sources, in docs/science.md ("Law presets"): Hoffmann et al. 2022 §3.3 (rounded, as the paper's body prints them);
+# the unrounded values of the paper's TeX source, as Epoch AI's data_analysis.ipynb (`true_params`) quotes them;
+# Epoch AI's published point estimate (Besiroglu et al. 2024, arXiv 2404.10102, its table of estimates; the unrounded
+# log-space [a, b, e, α, β] of data_analysis.ipynb); Kaplan et al. 2020 eq. 1.5 and Table 2; Muennighoff et al.
+# 2023's C4 fit [a, b, e, α, β, R_D*, R_N*] from the datablations README.
 
-# Hoffmann et al. 2022 §3.3 (rounded, as printed in the body of the paper); reference §1.1.
 HOFFMANN = ChinchillaLaw(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
-# Hoffmann's unrounded "TeX-source" constants (Epoch's `true_params`); reference §1.1.
 HOFFMANN_TEX = ChinchillaLaw(E=1.69337368, A=406.401018, B=410.722827, alpha=0.33917084, beta=0.2849083)
-# Epoch AI's published point estimate (Besiroglu et al. 2024, arXiv 2404.10102), the unrounded log-space
-# [a, b, e, α, β] of data_analysis.ipynb; reference §2.2. A = 482.006, B = 2085.434, E = 1.81686.
 EPOCH = ChinchillaLaw.from_log(6.17795598, 7.64273236, 0.59711196, 0.34781303, 0.36585412)
-# Kaplan et al. 2020 eq. 1.5 / Table 2; reference §4.1.
+"""A = 482.006, B = 2085.434, E = 1.81686, α = 0.34781, β = 0.36585."""
 KAPLAN = KaplanLaw(N_c=6.4e13, D_c=1.8e13, alpha_N=0.076, alpha_D=0.103)
-# Muennighoff et al. 2023, C4 fit [a, b, e, α, β, R_D*, R_N*] from the datablations README; reference §4.4.
 MUENNIGHOFF = MuennighoffLaw(
     base=ChinchillaLaw.from_log(6.255414, 7.3049974, 0.6254804, 0.3526596, 0.3526596),
     R_D_star=15.387756, R_N_star=5.309743)
 
-PRESETS: dict[str, Law] = {
+PRESETS: Registry[Law] = Registry("law preset", {
     "hoffmann": HOFFMANN,
     "hoffmann-tex": HOFFMANN_TEX,
     "epoch": EPOCH,
     "kaplan": KAPLAN,
     "muennighoff": MUENNIGHOFF,
-}
+})
 
 _CHINCHILLA_KEYS = ("E", "A", "B", "alpha", "beta")
 _MUENNIGHOFF_KEYS = ("R_D_star", "R_N_star")
@@ -250,10 +293,11 @@ def parse_law(text: str) -> Law:
 
     Examples: `epoch`; `E=1.8,A=480,B=2100,alpha=0.35,beta=0.37` (Chinchilla); the same plus
     `R_D_star=..,R_N_star=..` (Muennighoff); `N_c=..,D_c=..,alpha_N=..,alpha_D=..` (Kaplan);
-    `hoffmann-tex,E=1.8` (a preset with some values replaced). Raises LawError (a ValueError) naming the bad key.
+    `hoffmann-tex,E=1.8` (a preset with some values replaced). Raises ScienceError whose `key` names the bad key.
     """
+    names = PRESETS.names()
     if not isinstance(text, str) or not text.strip():
-        raise LawError("law", f"empty law; give a preset ({', '.join(PRESETS)}) or key=value,...")
+        raise ScienceError(f"empty law; give a preset ({', '.join(names)}) or key=value,...", key="law")
     items = [item.strip() for item in text.split(",")]
     values: dict[str, float] = {}
     preset: str | None = None
@@ -265,26 +309,31 @@ def parse_law(text: str) -> Law:
                 preset = key
                 continue
             if i == 0:
-                raise LawError(key or "law", f"unknown preset{_suggest(key, list(PRESETS))}; "
-                                             f"choose from {', '.join(PRESETS)} or give key=value,...")
-            raise LawError(key or "law", "expected key=value")
-        if key not in _ALL_KEYS:
-            raise LawError(key or "law", f"unknown key{_suggest(key, list(_ALL_KEYS))}")
-        if key in values:
-            raise LawError(key, "given twice")
-        try:
-            value = float(raw)
-        except ValueError:
-            raise LawError(key, f"not a number: {raw.strip()!r}") from None
-        if not math.isfinite(value):
-            raise LawError(key, f"must be finite, got {raw.strip()}")
-        if value < 0 or (value == 0 and key != "E"):
-            raise LawError(key, f"must be {'>= 0' if key == 'E' else '> 0'}, got {raw.strip()}")
-        values[key] = value
+                raise ScienceError(f"unknown preset{did_you_mean(key, names)}; choose from {', '.join(names)} "
+                                   "or give key=value,...", key=key or "law")
+            raise ScienceError("expected key=value", key=key or "law")
+        values[key] = _value(key, raw, values)
     if preset and not values:
-        return PRESETS[preset]
-    base: dict[str, float] = PRESETS[preset].to_dict() if preset else {}
+        return PRESETS.get(preset)
+    base: dict[str, float] = PRESETS.get(preset).to_dict() if preset else {}
     return law_from_dict({**base, **values}, preset=preset)
+
+
+def _value(key: str, raw: str, seen: dict[str, float]) -> float:
+    """The number given for `key` in a law's text, checked."""
+    if key not in _ALL_KEYS:
+        raise ScienceError(f"unknown key{did_you_mean(key, _ALL_KEYS)}", key=key or "law")
+    if key in seen:
+        raise ScienceError("given twice", key=key)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ScienceError(f"not a number: {raw.strip()!r}", key=key) from None
+    if not math.isfinite(value):
+        raise ScienceError(f"must be finite, got {raw.strip()}", key=key)
+    if value < 0 or (value == 0 and key != "E"):
+        raise ScienceError(f"must be {'>= 0' if key == 'E' else '> 0'}, got {raw.strip()}", key=key)
+    return value
 
 
 def law_from_dict(data: dict[str, Any], preset: str | None = None) -> Law:
@@ -303,15 +352,10 @@ def law_from_dict(data: dict[str, Any], preset: str | None = None) -> Law:
 
 
 def _require(keys: set[str], needed: tuple[str, ...], forbidden: set[str], name: str, where: str) -> None:
-    """Raise LawError on the first key that is foreign to, or missing from, a `name` law."""
+    """Raise ScienceError on the first key that is foreign to, or missing from, a `name` law."""
     foreign = sorted(keys & forbidden) + sorted(keys - set(needed) - forbidden)
     if foreign:
-        raise LawError(foreign[0], f"does not belong to a {name} law ({', '.join(needed)}; from {where})")
+        raise ScienceError(f"does not belong to a {name} law ({', '.join(needed)}; from {where})", key=foreign[0])
     missing = [key for key in needed if key not in keys]
     if missing:
-        raise LawError(missing[0], f"missing: a {name} law needs {', '.join(needed)}")
-
-
-def _suggest(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+        raise ScienceError(f"missing: a {name} law needs {', '.join(needed)}", key=missing[0])

@@ -9,7 +9,8 @@ Both are invariant to the scale of the objective (f → c·f, c > 0, gives the s
 set in parameter units, L-BFGS scales its initial Hessian by sᵀy/yᵀy, and every stopping rule is a ratio
 (relative decrease, step length in parameter units, gradient relative to the starting gradient). This is the
 point: Hoffmann et al.'s fit stopped early because the absolute tolerances of L-BFGS met a small objective
-(Besiroglu et al. 2024, arXiv 2404.10102; reference §2.3).
+(Besiroglu et al. 2024, arXiv 2404.10102, v2: the optimiser stopped before converging under a poorly chosen
+loss scale).
 
 `fun(x, rows)` takes x (m, k) and the indices `rows` (m,) of those rows in the batch (so a batch of problems
 can differ, e.g. bootstrap resamples), and returns f (m,) and the gradient (m, k). Non-finite values count as

@@ -8,7 +8,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from isoflop.science.plan import chinchilla_params, compute_optimal, positive
+from isoflop.science.compute_optimal import chinchilla_form, compute_optimal, positive
+from isoflop.science.laws import Law
 
 DEFAULT_K_N = (1.5, 1.0, 0.9, 0.75, 0.6, 0.5, 0.4, 0.3, 0.2)
 """Model-size factors of `isoflop plan --overhead` by default: larger, optimal, then ever smaller."""
@@ -40,10 +41,11 @@ class OverheadRow:
         return {k: (v if math.isfinite(v) else None) for k, v in asdict(self).items()}
 
 
-def overhead_table(law: Any, flops: float, k_values: Iterable[float] = DEFAULT_K_N) -> dict[str, Any]:
+def overhead_table(law: Law, flops: float, k_values: Iterable[float] = DEFAULT_K_N) -> dict[str, Any]:
     """For N = k_N·N_opt: the tokens D = k_D·D_opt that reach the compute-optimal loss and the extra compute.
     Inference cost per token scales with k_N, so a row trades training compute for cheaper serving."""
-    E, A, B, alpha, beta = chinchilla_params(law)
+    form = chinchilla_form(law)
+    alpha, beta = form.alpha, form.beta
     plan = compute_optimal(law, flops)
     rows = []
     for k in k_values:

@@ -1,5 +1,5 @@
 """Pictures for the planner. matplotlib is imported lazily, and drawn with the Agg canvas on a bare `Figure`
-(no pyplot, so no global backend or figure state is touched); the numbers come from `science.plan` and its siblings."""
+(no pyplot, so no global backend or figure state is touched); the numbers come from the fits and the planner."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def _mark(ax: Any, budget: dict[str, Any], key: str, color: str, text: str, offs
 
 def plot_allocation(path: str | Path, curve: dict[str, Any], budget: dict[str, float], title: str) -> Path:
     """Two panels over a range of budgets: N_opt and D_opt against C (log-log), and tokens per parameter against
-    C; bands where `curve` carries `<key>_lo`/`<key>_hi` (from `plan.allocation_curve`); the asked budget
+    C; bands where `curve` carries `<key>_lo`/`<key>_hi` (from `uncertainty.allocation_curve`); the asked budget
     (`budget`: flops, N_opt, D_opt, tokens_per_param, optional `intervals` {key: [lo, hi]}) marked on both."""
     fig = _figure(12, 4.8)
     left, right = fig.subplots(1, 2)
@@ -145,7 +145,8 @@ def plot_fit(records: Any, fit: Any, drop_highest: int, path: str | Path) -> Pat
     left.set_xscale("log")
     left.set_xlabel("parameters N")
     left.set_ylabel("loss")
-    left.set_title(f"E={fit.E:.3f}  A={fit.A:.1f}  B={fit.B:.1f}  α={fit.alpha:.3f}  β={fit.beta:.3f}\n"
+    law = fit.law
+    left.set_title(f"E={law.E:.3f}  A={law.A:.1f}  B={law.B:.1f}  α={law.alpha:.3f}  β={law.beta:.3f}\n"
                    "gray: the fit along isoFLOP lines", fontsize=10)
     left.legend(fontsize=8)
     fig.colorbar(scatter, ax=left, label="log10 tokens per parameter")
@@ -165,8 +166,9 @@ def plot_isoflop(records: Any, result: Any, path: str | Path) -> Path:
     the fitted power law (right)."""
     fig = _figure(12, 4.8)
     left, right = fig.subplots(1, 2)
-    colors = [f"C{i % 10}" for i in range(len(result.profiles))]
-    for profile, color in zip(result.profiles, colors, strict=True):
+    profiles = result.detail.profiles
+    colors = [f"C{i % 10}" for i in range(len(profiles))]
+    for profile, color in zip(profiles, colors, strict=True):
         near = np.abs(np.log(records.C / profile.C)) < 0.1
         left.scatter(records.N[near], records.L[near], color=color, s=16)
         n = np.geomspace(records.N[near].min(), records.N[near].max(), 100)
@@ -178,12 +180,11 @@ def plot_isoflop(records: Any, result: Any, path: str | Path) -> Path:
     left.set_ylabel("loss")
     left.set_title("isoFLOP profiles (stars: minima)", fontsize=10)
     left.legend(fontsize=7)
-    C = np.array([p.C for p in result.profiles])
-    n_opt = np.array([p.N_opt for p in result.profiles])
-    alloc = result.allocation
+    C = np.array([p.C for p in profiles])
+    n_opt = np.array([p.N_opt for p in profiles])
     right.scatter(C, n_opt, color="black", zorder=3, label="N* per budget")
     grid = np.geomspace(C.min() / 3, C.max() * 3, 50)
-    right.plot(grid, alloc.k_N * grid ** alloc.a, color=N_COLOR, label=f"N_opt ∝ C^{alloc.a:.3f}")
+    right.plot(grid, result.N_opt(grid), color=N_COLOR, label=f"N_opt ∝ C^{result.a:.3f}")
     right.set_xscale("log")
     right.set_yscale("log")
     right.set_xlabel("training compute C (FLOPs)")
@@ -199,15 +200,14 @@ def plot_envelope(curves: Any, result: Any, path: str | Path) -> Path:
     left, right = fig.subplots(1, 2)
     for curve in curves:
         left.plot(curve.x("flops"), curve.loss, lw=1, alpha=0.7, label=f"{curve.name} ({_sci(curve.N)})")
-    env = result.envelope
+    env = result.detail
     left.plot(env.C, env.L, color="black", lw=2, ls="--", label="envelope")
     left.set_xscale("log")
     left.set_xlabel("training compute C (FLOPs)")
     left.set_ylabel("loss")
     left.legend(fontsize=7)
-    alloc = result.allocation
     right.scatter(env.C, env.N, s=6, color="black", label="N on the envelope")
-    right.plot(env.C, alloc.k_N * env.C ** alloc.a, color=N_COLOR, label=f"N_opt ∝ C^{alloc.a:.3f}")
+    right.plot(env.C, result.N_opt(env.C), color=N_COLOR, label=f"N_opt ∝ C^{result.a:.3f}")
     right.set_xscale("log")
     right.set_yscale("log")
     right.set_xlabel("training compute C (FLOPs)")

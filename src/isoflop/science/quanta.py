@@ -1,7 +1,7 @@
 """Exponent conversions of the quantization model of neural scaling (Michaud et al. 2023, arXiv 2303.13506).
 
 If the "quanta" a model can learn are used with frequencies p_k ∝ k^-(α+1) — a Zipf law with exponent
-α + 1 — then (reference/scaling.md §4.5):
+α + 1 — then, by their derivation:
 
 - L − L∞ ∝ N^(−α_N) with α_N = α (a model of N parameters learns the N most frequent quanta);
 - L − L∞ ∝ D^(−α_D) with α_D = α/(α+1) (multi-epoch and step scaling behave the same way);
@@ -16,9 +16,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from isoflop.science.errors import ScienceError
 
-class QuantaError(ValueError):
-    """An exponent outside the quantization model's range: one line naming the argument."""
+QuantaError = ScienceError
+"""An exponent outside the quantization model's range: one line naming the argument."""
 
 
 def _check(name: str, value: float, lo: float, hi: float = math.inf) -> float:

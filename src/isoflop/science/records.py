@@ -1,9 +1,9 @@
 """Run records for the science verbs: (N, D, C, L) points and per-run loss curves.
 
-Two kinds of input (DESIGN.md, "Run directory"):
+Two kinds of input:
 
-- a run directory: `run.json` (the record written last, when the run is complete) gives one point, and
-  `metrics.jsonl` gives the loss curve; a folder of run directories (a sweep) counts as its runs;
+- a run directory (isoflop.rundir): its run record, written last when the run is complete, gives one point,
+  and its metrics log the loss curve; a folder of run directories (a sweep) counts as its runs;
 - a table, `.csv` / `.tsv` / `.jsonl`, one point per row, with a column mapping such as
   `"N=Model Size,C=Training FLOP,L=loss"` (our names N, D, C, L on the left, the table's on the right).
 
@@ -26,20 +26,22 @@ from typing import Any
 
 import numpy as np
 
-# Our names, the run.json key each reads by default, and the table column names tried by default
+from isoflop.errors import ConfigError
+from isoflop.rundir import EVAL, POINT_KEYS, TRAIN, RunDir, RunRecord, find_runs
+from isoflop.science.errors import ScienceError
+
+# Our names and the table column names tried by default
 # (case-insensitively, in order).
 FIELDS = ("N", "D", "C", "L")
-RUN_KEYS = {"N": "N_total", "D": "D_tokens", "C": "flops", "L": "val_loss"}
 TABLE_DEFAULTS = {"N": ("N",), "D": ("D",), "C": ("C",), "L": ("L", "loss")}
 TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t", ".jsonl": None, ".ndjson": None}
 
-# metrics.jsonl cost axes a Curve may carry; gpu_hours = elapsed_s * world_size / 3600 (one device per rank).
+# metrics-log cost axes a Curve may carry; gpu_hours = elapsed_s * world_size / 3600 (one device per rank).
 COSTS = ("step", "tokens", "flops", "elapsed_s", "gpu_hours")
 
 
-class RecordsError(ValueError):
-    """Unreadable or unusable records: one line naming the file/key/column and the problem (CLI exit 2)."""
-
+RecordsError = ScienceError
+"""Unreadable or unusable records: one line naming the file/key/column and the problem (CLI exit 2)."""
 
 @dataclass(frozen=True, eq=False)  # holds arrays: == would be ambiguous, so it is identity
 class Records:
@@ -139,8 +141,8 @@ def load_records(paths: Sequence[str | Path], *, columns: str | None = None, min
                  n_key: str | None = None) -> Records:
     """Read points from run directories (or folders of them) and CSV/TSV/JSONL tables, in the order given.
 
-    `columns` maps N, D, C, L (and `run`) to table columns, or to run.json keys for run directories
-    (defaults: N_total, D_tokens, flops, val_loss). `n_key` is shorthand for the N key of run directories,
+    `columns` maps N, D, C, L (and `run`) to table columns, or to run record keys for run directories
+    (defaults: rundir.POINT_KEYS: N_total, D_tokens, flops, val_loss). `n_key` is shorthand for the N key of run directories,
     e.g. "N_non_embedding" (Kaplan et al. 2020 count non-embedding parameters; Hoffmann et al. 2022 all).
     `min_points` is the fewest points the caller's fit can use.
     """
@@ -167,47 +169,33 @@ def load_records(paths: Sequence[str | Path], *, columns: str | None = None, min
     return Records(np.array(n), np.array(d), np.array(c), np.array(loss), tuple(names))
 
 
-def _run_dirs(path: Path) -> list[Path]:
-    """`path` itself when it holds a run, else its immediate subfolders that hold one (a sweep)."""
-    if (path / "run.json").is_file():
-        return [path]
-    runs = sorted(p for p in path.iterdir() if p.is_dir() and (p / "run.json").is_file())
+def _run_dirs(path: Path) -> list[RunDir]:
+    """`path` itself when it holds a finished run, else its immediate subfolders that do (a sweep)."""
+    runs = find_runs(path)
     if runs:
         return runs
-    if (path / "config.json").is_file():
-        raise RecordsError(f"{path}: the run is not complete (no run.json)")
-    raise RecordsError(f"{path}: no run.json here nor in its subfolders (not a run directory)")
+    if RunDir(path).is_run():
+        raise RecordsError(f"{path}: the run is not complete (no run record yet)")
+    raise RecordsError(f"{path}: no finished run here nor in its subfolders (not a run directory)")
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _record(run: RunDir) -> RunRecord:
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RecordsError(f"{path}: missing") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise RecordsError(f"{path}: unreadable ({e.__class__.__name__})") from None
-    except json.JSONDecodeError as e:
-        raise RecordsError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
-    if not isinstance(data, dict):
-        raise RecordsError(f"{path}: expected a JSON object, found {type(data).__name__}")
-    return data
+        return run.read_record()
+    except ConfigError as e:
+        raise RecordsError(str(e)) from None
 
 
-def _run_point(run: Path, mapping: Mapping[str, str]) -> tuple[float, float, float, float, str]:
-    path = run / "run.json"
-    record = _read_json(path)
-    value: dict[str, float | None] = {}
+def _run_point(run: RunDir, mapping: Mapping[str, str]) -> tuple[float, float, float, float, str]:
+    record, where = _record(run), str(run.record_file)
+    keys = record.to_dict()
+    value: dict[str, float] = {}
     for key in FIELDS:
-        name = mapping.get(key, RUN_KEYS[key])
-        if name not in record:
-            # D and C may be left out of a user mapping; the rest must be there
-            if key in ("D", "C") and key not in mapping:
-                value[key] = None
-                continue
-            raise RecordsError(f"{path}: no key '{name}' for {key} (keys: {', '.join(record)})")
-        value[key] = _number(record[name], str(path), name)
-    d, c = _complete(value["N"], value["D"], value["C"], str(path))
-    return value["N"], d, c, value["L"], run.name
+        name = mapping.get(key, POINT_KEYS[key])
+        if name not in keys:
+            raise RecordsError(f"{where}: no key '{name}' for {key} (keys: {', '.join(keys)})")
+        value[key] = _number(keys[name], where, name)
+    return value["N"], value["D"], value["C"], value["L"], run.name
 
 
 def _table_rows(path: Path) -> tuple[list[str], Iterable[tuple[int, Mapping[str, Any]]]]:
@@ -289,12 +277,12 @@ def _table_points(path: Path, mapping: Mapping[str, str]) -> list[tuple[float, f
 
 
 def load_curves(run_dirs: Sequence[str | Path], *, which: str = "train", n_key: str = "N_total") -> list[Curve]:
-    """Loss curves of run directories (or folders of them) from metrics.jsonl; runs need not be complete.
+    """Loss curves of run directories (or folders of them) from their metrics logs; runs need not be complete.
 
     which="train" gives the training loss at each logged step, with every cost axis of COSTS;
     which="val" gives the evaluations (val_loss), their tokens/flops/elapsed_s interpolated in step from the
     training records (tokens and flops are linear in step; elapsed time is near enough so).
-    N is read from run.json (`n_key`), else from plan.json's params, written before training starts.
+    N is read from the run record (`n_key`), else from the plan's params, written before training starts.
     """
     if which not in ("train", "val"):
         raise RecordsError(f"which: '{which}' is not 'train' or 'val'")
@@ -305,47 +293,45 @@ def load_curves(run_dirs: Sequence[str | Path], *, which: str = "train", n_key: 
         path = Path(raw)
         if not path.is_dir():
             raise RecordsError(f"{path}: no such run directory")
-        runs = [path] if (path / "metrics.jsonl").is_file() else sorted(
-            p for p in path.iterdir() if p.is_dir() and (p / "metrics.jsonl").is_file())
+        runs = find_runs(path, complete=False)
         if not runs:
-            raise RecordsError(f"{path}: no metrics.jsonl here nor in its subfolders (not a run directory)")
+            raise RecordsError(f"{path}: no metrics log here nor in its subfolders (not a run directory)")
         curves.extend(_curve(run, which, n_key) for run in runs)
     return curves
 
 
-def _run_meta(run: Path, n_key: str) -> tuple[float, int]:
-    """(N, world_size) from run.json, else plan.json."""
-    if (run / "run.json").is_file():
-        record = _read_json(run / "run.json")
-        if n_key not in record:
-            raise RecordsError(f"{run / 'run.json'}: no key '{n_key}' (keys: {', '.join(record)})")
-        return _number(record[n_key], str(run / "run.json"), n_key), int(record.get("world_size", 1))
-    plan_path = run / "plan.json"
-    plan = _read_json(plan_path)
-    params = plan.get("params", {})
-    key = n_key.removeprefix("N_")  # run.json's N_total is plan.json's params.total
+def _run_meta(run: RunDir, n_key: str) -> tuple[float, int]:
+    """(N, world_size) from the run record, else from the plan."""
+    if run.is_complete():
+        keys, where = _record(run).to_dict(), str(run.record_file)
+        if n_key not in keys:
+            raise RecordsError(f"{where}: no key '{n_key}' (keys: {', '.join(keys)})")
+        return _number(keys[n_key], where, n_key), int(keys["world_size"])
+    try:
+        plan = run.read_plan()
+    except ConfigError as e:
+        raise RecordsError(str(e)) from None
+    params = plan.get("params", {}) if isinstance(plan, dict) else {}
+    key = n_key.removeprefix("N_")  # the record's N_total is the plan's params.total
     if not isinstance(params, dict) or key not in params:
-        raise RecordsError(f"{plan_path}: no params.{key} for {n_key}")
-    return _number(params[key], str(plan_path), f"params.{key}"), int(plan.get("world_size", 1))
+        raise RecordsError(f"{run.plan_file}: no params.{key} for {n_key}")
+    return _number(params[key], str(run.plan_file), f"params.{key}"), int(plan.get("world_size", 1))
 
 
-def _curve(run: Path, which: str, n_key: str) -> Curve:
+def _curve(run: RunDir, which: str, n_key: str) -> Curve:
     n, world_size = _run_meta(run, n_key)
-    path = run / "metrics.jsonl"
     train: dict[int, dict[str, Any]] = {}
     evals: dict[int, dict[str, Any]] = {}
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            raise RecordsError(f"{path} line {lineno}: not valid JSON") from None
-        kind = record.get("kind", "train")
-        if kind in ("train", "eval"):
-            where = f"{path} line {lineno}"
+    try:
+        numbered = run.metrics.numbered_records()
+    except ConfigError as e:
+        raise RecordsError(str(e)) from None
+    for where, record in numbered:
+        kind = record.get("kind", TRAIN)
+        if kind in (TRAIN, EVAL):
             step = int(_number(record.get("step"), where, "step"))
-            (train if kind == "train" else evals)[step] = record | {"_where": where}  # a resumed step: last wins
+            (train if kind == TRAIN else evals)[step] = record | {"_where": where}  # a resumed step: last wins
+    path = run.metrics.path
     if not train:
         raise RecordsError(f"{path}: no training records")
     steps = np.array(sorted(train), dtype=float)

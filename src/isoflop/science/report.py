@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from isoflop.rundir import atomic
+
 REQUIRED = ("study", "title", "claim", "setting", "columns", "rows", "plot")
 #: matplotlib's "tab20" colours, dark shades first, then the light ones.
 _TAB20 = [f"C{i}" for i in range(10)] + ["#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94",
@@ -130,13 +132,13 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     png = out / f"{report['study']}.png"
-    tmp_png = png.with_name(f".{png.name}.tmp.png")
+    tmp_png = png.with_name(f".{png.name}.tmp.png")  # matplotlib picks the format from the suffix
     plot_report(report["plot"], tmp_png)
     os.replace(tmp_png, png)
     results = {k: report[k] for k in report if k != "plot"}
     results["plot"] = report["plot"]
-    _atomic_text(out / "results.json", json.dumps(_finite(results), indent=1, default=_jsonable) + "\n")
-    _atomic_text(out / "report.md", render_markdown(report, png.name))
+    atomic.write_text(out / "results.json", json.dumps(_finite(results), indent=1, default=_jsonable) + "\n")
+    atomic.write_text(out / "report.md", render_markdown(report, png.name))
     return {"report": out / "report.md", "results": out / "results.json", "plot": png}
 
 
@@ -159,7 +161,3 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"not JSON data: {type(value).__name__}")
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -25,6 +25,7 @@ from typing import Any
 
 from isoflop.nn.config import ModelConfig
 from isoflop.nn.counting import param_groups
+from isoflop.science.errors import ScienceError
 
 DEFAULT_VOCAB = 32_000
 """Llama 1/2's vocabulary (Touvron et al. 2023)."""
@@ -87,12 +88,12 @@ def model_shape(n_params: float, *, vocab_size: int = DEFAULT_VOCAB, tie_embeddi
     """The shape whose total parameter count is within `tolerance` of `n_params` (see the module docstring).
 
     kv_ratio: query heads per key/value head (1 = multi-head attention; 8 = Llama 2 70B's GQA); rounded so that
-    n_kv_heads divides n_heads. Raises ValueError when no shape fits (e.g. the embedding alone is too big).
+    n_kv_heads divides n_heads. Raises ScienceError when no shape fits (e.g. the embedding alone is too big).
     """
     if not (math.isfinite(n_params) and n_params > 0):
-        raise ValueError(f"n_params: must be a positive finite number, got {n_params}")
+        raise ScienceError(f"must be a positive finite number, got {n_params}", key="n_params")
     if vocab_size < 1 or kv_ratio < 1 or not 0 < tolerance < 1:
-        raise ValueError("vocab_size and kv_ratio must be >= 1 and tolerance in (0, 1)")
+        raise ScienceError("vocab_size and kv_ratio must be >= 1 and tolerance in (0, 1)")
     goal = aspect if aspect is not None else target_aspect(n_params)
     best: tuple[float, ModelConfig, dict[str, int]] | None = None
     d_model = 0
@@ -117,9 +118,9 @@ def model_shape(n_params: float, *, vocab_size: int = DEFAULT_VOCAB, tie_embeddi
                 best = (score, _config(d_model, n_layers, hd, vocab_size, tie_embeddings, ratio), params)
     if best is None:
         smallest = param_groups(_config(head_dim or 64, 1, head_dim or 64, vocab_size, tie_embeddings, 1)).total
-        raise ValueError(f"n_params: no shape within {tolerance:.0%} of {n_params:.4g} total parameters with "
-                         f"vocab_size={vocab_size} (the smallest model has {smallest:,}; use a smaller vocabulary "
-                         f"or tied embeddings)")
+        raise ScienceError(f"no shape within {tolerance:.0%} of {n_params:.4g} total parameters with "
+                           f"vocab_size={vocab_size} (the smallest model has {smallest:,}; use a smaller vocabulary "
+                           f"or tied embeddings)", key="n_params")
     return Shape(config=best[1], target=float(n_params), params=best[2])
 
 

@@ -30,7 +30,9 @@ import torch
 
 from isoflop.config import ConfigError, apply_overrides
 from isoflop.nn.ffn_config import MoEFFN, SoftmaxTopK
-from isoflop.surgery.rundir import check_empty, read_run, write_run
+from isoflop.rundir import RunDir
+from isoflop.rundir.atomic import check_empty_or_absent
+from isoflop.surgery.run_io import read_run, write_run
 from isoflop.train.spec import DistillConfig, ExperimentConfig, HorizonConfig
 
 ENTRY_MARGIN = 1.0  # probabilities lie in (0, 1): a bias this far below every old one is never chosen
@@ -40,11 +42,11 @@ EXPERT_TENSORS = ("gate_proj", "up_proj", "down_proj")
 def expand(run_dir: str | Path, out_dir: str | Path, *, new_experts: int, freeze_old: bool = False,
            distill: float = 0.0, entry_rate: float = 1e-2, steps: int | None = None, seed: int = 0,
            overrides: list[str] | None = None) -> dict[str, Any]:
-    """Write the expanded run into `out_dir`; returns the record saved as out_dir/expand.json."""
+    """Write the expanded run into `out_dir`; returns the record it saves there (RunDir.surgery_file)."""
     src, out = Path(run_dir).resolve(), Path(out_dir)
     old_cfg, old_state, _, state = read_run(src)
     old = _check_source(old_cfg, src)
-    check_empty(out)
+    check_empty_or_absent(out)
     if new_experts < 1:
         raise ConfigError("--new-experts", f"must be at least 1, got {new_experts}")
     if distill < 0:
@@ -72,8 +74,8 @@ def expand(run_dir: str | Path, out_dir: str | Path, *, new_experts: int, freeze
             record["entry_bias"][layer] = float(bias_E[-1])
             if isinstance(old.router, SoftmaxTopK) and _close_unequal(old_bias):
                 record["softmax_order_may_change"] = True  # see the module docstring
-    write_run(out, cfg, tokenizer_dir=src / "tokenizer", step=0, model_state=model.state_dict(), optim_state=None,
-              loader_state={"next_batch": 0}, record_name="expand", record=record)
+    write_run(out, cfg, tokenizer_dir=RunDir(src).tokenizer_dir, step=0, model_state=model.state_dict(),
+              optim_state=None, loader_state={"next_batch": 0}, surgery="expand", record=record)
     return record
 
 
@@ -100,7 +102,7 @@ def _expanded_config(old_cfg: ExperimentConfig, old: MoEFFN, src: Path, *, new_e
         router = replace(router, bias_update_rate=entry_rate)
     frozen = old.experts if freeze_old else old.frozen_experts
     ffn = replace(old, experts=old.experts + new_experts, frozen_experts=frozen, router=router)
-    tokenizer = replace(old_cfg.data.tokenizer, path=str(src / "tokenizer"))
+    tokenizer = replace(old_cfg.data.tokenizer, path=str(RunDir(src).tokenizer_dir))
     cfg = replace(old_cfg, model=replace(old_cfg.model, ffn=ffn),
                   data=replace(old_cfg.data, tokenizer=tokenizer),
                   train=replace(old_cfg.train, horizon=HorizonConfig(steps=steps)),

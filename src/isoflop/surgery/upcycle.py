@@ -2,7 +2,7 @@
 
 Every `every`-th MLP becomes an MoE layer whose experts are all copies of it; everything else (attention,
 norms, embeddings, the untouched MLPs) is copied bit for bit; routers are new, drawn from a logged seed.
-The output is a run directory with config.json, plan.json, tokenizer/ and one checkpoint, so
+The output is a run directory with its config, plan, tokenizer and one checkpoint, so
 `isoflop train DIR --resume` trains it on.
 
 Optimizer state: the paper reuses it for vision only. By default the upcycled run starts a fresh optimizer at
@@ -22,7 +22,9 @@ import torch
 
 from isoflop.config import ConfigError
 from isoflop.nn.ffn_config import MoEFFN, RouterConfig
-from isoflop.surgery.rundir import check_empty, read_run, write_run
+from isoflop.rundir import RunDir
+from isoflop.rundir.atomic import check_empty_or_absent
+from isoflop.surgery.run_io import read_run, write_run
 from isoflop.train import parallel
 from isoflop.train.spec import HorizonConfig
 
@@ -32,12 +34,12 @@ EXPERT_TENSORS = ("gate_proj", "up_proj", "down_proj")
 def upcycle(run_dir: str | Path, out_dir: str | Path, *, experts: int, top_k: int, every: int = 2,
             router: RouterConfig | None = None, noise: float = 0.0, reuse_optimizer: bool = False,
             steps: int | None = None, seed: int = 0) -> dict[str, Any]:
-    """Write the upcycled run into `out_dir`; returns the record also saved as out_dir/upcycle.json."""
+    """Write the upcycled run into `out_dir`; returns the record it saves there (RunDir.surgery_file)."""
     src, out = Path(run_dir), Path(out_dir)
     dense_cfg, dense_state, dense_optim, state = read_run(src, with_optimizer=reuse_optimizer)
     if dense_cfg.model.ffn.kind != "dense":
         raise ConfigError(str(src), f"has model.ffn.kind={dense_cfg.model.ffn.kind!r}; upcycling needs a dense run")
-    check_empty(out)
+    check_empty_or_absent(out)
     if noise < 0:
         raise ConfigError("--noise", f"must be >= 0, got {noise}")
     dense_step = state["step"]
@@ -64,8 +66,8 @@ def upcycle(run_dir: str | Path, out_dir: str | Path, *, experts: int, top_k: in
               "experts": experts, "top_k": top_k, "every": every, "router": ffn.router.to_dict(),
               "noise": noise, "router_seed": seed, "reuse_optimizer": reuse_optimizer,
               "converted_layers": converted, "steps_to_train": extra}
-    write_run(out, cfg, tokenizer_dir=src / "tokenizer", step=start, model_state=model.state_dict(),
-              optim_state=optim_state, loader_state=state["loader"], record_name="upcycle", record=record)
+    write_run(out, cfg, tokenizer_dir=RunDir(src).tokenizer_dir, step=start, model_state=model.state_dict(),
+              optim_state=optim_state, loader_state=state["loader"], surgery="upcycle", record=record)
     return record
 
 

@@ -1,15 +1,20 @@
-"""Step checkpoints: DIR/checkpoints/step_NNNNNNN/{model.safetensors, optimizer.pt, state.json}.
+"""Step checkpoints: what lies inside one checkpoint folder of a run directory (where the folders are and how
+they are named is the run directory's, rundir/layout.py):
 
-Written atomically: everything goes into a hidden temporary directory, each file is fsynced, the directory is
-renamed into place and its parent fsynced. A kill at any moment leaves either the complete new checkpoint or
-none (plus a temporary directory that is ignored and cleaned up), so the newest `step_*` is always readable.
+    model.safetensors   the model's full (unsharded) state; tensors shared by tying stored once
+    optimizer.pt        the optimizer's full state, keyed by parameter name
+    rng.pt              torch's RNG state
+    state.json          JSON data: the loader's position, training and wall seconds, the step, tensor aliases
+
+Written atomically: everything goes into a hidden temporary folder, each file is fsynced, the folder is renamed
+into place and its parent fsynced. A kill at any moment leaves either the complete new checkpoint or none (plus
+a temporary folder that is ignored and cleaned up), so the newest `step_*` is always readable.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -17,22 +22,19 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-STEP_DIR = re.compile(r"^step_(\d{7})$")
+from isoflop.rundir import RunDir
+
+_TMP_PREFIX = ".tmp_"
 
 
-def step_dir_name(step: int) -> str:
-    return f"step_{step:07d}"
-
-
-def save(run_dir: str | Path, step: int, model_state: dict[str, torch.Tensor], optim_state: dict[str, Any],
+def save(run: RunDir, step: int, model_state: dict[str, torch.Tensor], optim_state: dict[str, Any] | None,
          state: dict[str, Any], *, keep: int) -> Path:
     """Write checkpoint `step`; keep the newest `keep`. `state` is JSON data (loader position, counters)."""
-    root = Path(run_dir) / "checkpoints"
+    root, final = run.checkpoints_dir, run.step_dir(step)
     root.mkdir(parents=True, exist_ok=True)
-    final = root / step_dir_name(step)
     if final.exists():
         return final
-    tmp = root / f".tmp_{step_dir_name(step)}_{os.getpid()}"
+    tmp = root / f"{_TMP_PREFIX}{final.name}_{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
 
@@ -46,33 +48,20 @@ def save(run_dir: str | Path, step: int, model_state: dict[str, torch.Tensor], o
     _fsync(tmp)
     os.rename(tmp, final)
     _fsync(root)
-    _prune(root, keep)
+    _prune(run, keep)
     return final
 
 
-def latest(run_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint directory, or None."""
-    steps = list_steps(run_dir)
-    return Path(run_dir) / "checkpoints" / step_dir_name(steps[-1]) if steps else None
-
-
-def list_steps(run_dir: str | Path) -> list[int]:
-    root = Path(run_dir) / "checkpoints"
-    if not root.is_dir():
-        return []
-    return sorted(int(m.group(1)) for p in root.iterdir() if (m := STEP_DIR.match(p.name)))
-
-
-def load(path: str | Path, *, with_optimizer: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None, dict[str, Any]]:
-    """(model state, optimizer state or None, state.json) of one checkpoint directory."""
+def load(path: str | Path, *, with_optimizer: bool = True
+         ) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None, dict[str, Any]]:
+    """(model state, optimizer state or None, state.json plus "rng") of one checkpoint folder."""
     path = Path(path)
     state = json.loads((path / "state.json").read_text())
     model_state = load_file(str(path / "model.safetensors"))
     for alias, source in state.get("aliases", {}).items():
         model_state[alias] = model_state[source]
     optim_state = torch.load(path / "optimizer.pt", weights_only=True) if with_optimizer else None
-    rng = torch.load(path / "rng.pt", weights_only=True)
-    state["rng"] = rng
+    state["rng"] = torch.load(path / "rng.pt", weights_only=True)
     return model_state, optim_state, state
 
 
@@ -90,12 +79,11 @@ def _dedupe_shared(model_state: dict[str, torch.Tensor]) -> tuple[dict[str, torc
     return tensors, aliases
 
 
-def _prune(root: Path, keep: int) -> None:
-    steps = sorted(int(m.group(1)) for p in root.iterdir() if (m := STEP_DIR.match(p.name)))
-    for step in steps[:-keep]:
-        shutil.rmtree(root / step_dir_name(step), ignore_errors=True)
-    for p in root.iterdir():  # temporaries left by a killed save
-        if p.name.startswith(".tmp_") and not p.name.endswith(f"_{os.getpid()}"):
+def _prune(run: RunDir, keep: int) -> None:
+    for step in run.checkpoint_steps()[:-keep]:
+        shutil.rmtree(run.step_dir(step), ignore_errors=True)
+    for p in run.checkpoints_dir.iterdir():  # temporaries left by a killed save
+        if p.name.startswith(_TMP_PREFIX) and not p.name.endswith(f"_{os.getpid()}"):
             shutil.rmtree(p, ignore_errors=True)
 
 

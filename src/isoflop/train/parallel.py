@@ -130,15 +130,6 @@ def barrier(ctx: DistContext) -> None:
         dist.barrier()
 
 
-def broadcast_object(obj: Any, ctx: DistContext) -> Any:
-    """rank 0's `obj` on every rank."""
-    if not ctx.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 @contextlib.contextmanager
 def main_first(ctx: DistContext) -> Iterator[None]:
     """Rank 0 runs the body first (e.g. preparing the data cache), then the others."""

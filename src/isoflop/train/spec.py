@@ -1,5 +1,5 @@
 """ExperimentConfig: everything a run needs = model + data + train (horizon) + optim + schedule + eval +
-checkpoint + log. Its dict form is what `config.json` holds and `--set` edits."""
+checkpoint + log. Its dict form is what a run directory's config holds and `--set` edits."""
 
 from __future__ import annotations
 
@@ -118,7 +118,7 @@ class CheckpointConfig(Config):
 @config
 class LogConfig(Config):
     every: int = 10
-    """Write a metrics.jsonl record and a progress line every this many steps."""
+    """Write a metrics-log record and a progress line every this many steps."""
     tensorboard: bool = False
     """Also write TensorBoard events under DIR/tb (needs `pip install 'isoflop[tb]'`)."""
     peak_flops: float | None = None

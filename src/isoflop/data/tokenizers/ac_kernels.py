@@ -1,7 +1,9 @@
 """The bit loops of the exact arithmetic coder (`arithmetic.py` is the API; read its docstring first).
 
-Written by hand because no library does this job exactly: `constriction` (the fast Rust coder) only exposes
-24-bit probabilities and word-rounded output lengths, and `torchac` is GPL (reference notes §2). The loops are
+Written by hand because no library does this job exactly: `constriction` (the fast Rust coder,
+github.com/bamler-lab/constriction) exposes to Python only its default preset, 24-bit probabilities and output
+lengths rounded up to whole 32-bit words, and `torchac` (github.com/fab-jul/torchac) is GPL-licensed (its
+setup.py), which a permissively licensed package cannot vendor. The loops are
 plain Python over int64 numpy arrays, compiled with numba when it imports (`HAVE_NUMBA`) and run as they are
 otherwise: the same code either way, so the compiled and interpreted coders give identical bits (a test holds
 them equal through each kernel's `.py_func`). Importing this module imports numba; `arithmetic.py` imports it

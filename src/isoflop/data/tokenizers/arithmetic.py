@@ -35,9 +35,10 @@ after any symbol, in O(1) (a scan for the last 1 bit in the rare case above), fo
 the interval, about one bit shorter than naming a whole dyadic interval inside it (Lester et al.'s wording).
 
 **One coder, and its speed.** Every kind uses this coder, static AC included. `constriction` (Rust, about
-200 MB/s) was not used for static AC: its Python API fixes 24-bit probabilities (not β = 14) and only reports
-lengths rounded up to 32-bit words, so neither the exact bit count nor the 2-bit bound is available without
-reading its undocumented internal state (reference notes §2.1). The bit loops are compiled with numba (a
+200 MB/s) was not used for static AC: its Python API (github.com/bamler-lab/constriction, the default preset of
+`constriction.stream.queue.RangeEncoder`) fixes 24-bit probabilities (not β = 14) and only reports lengths
+rounded up to 32-bit words (`num_bits()`), so neither the exact bit count nor the 2-bit bound is available
+without reading its undocumented internal state (`pos()`). The bit loops are compiled with numba (a
 wheel dependency); without it they run interpreted, bit-identical but about 0.2 MB/s. Measured
 (`benchmarks/ac_codec.py`, 1 MiB of Python source, 4.54 bits/byte, a 2-core machine shared with other jobs):
 about 25 MB/s encode and 18 MB/s decode per CPU-second, 8-12 and 6-10 MB/s by the wall clock under that load.

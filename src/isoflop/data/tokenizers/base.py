@@ -1,4 +1,4 @@
-"""The tokenizer protocol every kind implements, a base class with the shared parts, and `load_tokenizer`.
+"""The tokenizer protocol every kind implements, a base class with the shared parts, and `load_saved_tokenizer`.
 
 Contract (all kinds): lossless on arbitrary bytes, `decode(encode(x)) == x` for every `bytes` value (invalid
 UTF-8, NUL, all 256 values); `encode` never emits the end-of-text id, which only the shard writer puts between
@@ -12,13 +12,14 @@ content token stands for n_bytes / (n_tokens - n_documents) bytes (`PreparedData
 over a whole split thus divides by exactly its document bytes; over part of a split it uses the mean share.
 
 A saved tokenizer is a folder holding `tokenizer_meta.json` (`kind`, `vocab_size`, `eot_id`) and whatever files
-the kind needs; `fingerprint()` is the sha256 of exactly those files, so it names the saved tokenizer.
+the kind needs; `fingerprint()` is the sha256 of exactly those files, so it names the saved tokenizer. Its
+`kind` is looked up in the `TokenizerConfig` family (data/tokenizer_config.py), the one list of kinds, which
+names each kind's tokenizer class.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -27,20 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from isoflop.config import ConfigError
-
-META_FILE = "tokenizer_meta.json"
-
-# kind -> "module:Class"; imported only when a saved tokenizer of that kind is loaded (no work at import).
-_LOADERS: dict[str, str] = {
-    "byte": "isoflop.data.tokenizers.byte:ByteTokenizer",
-    "bpe": "isoflop.data.tokenizers.bpe:BPETokenizer",
-    "unigram": "isoflop.data.tokenizers.unigram:UnigramTokenizer",
-    "bytepiece": "isoflop.data.tokenizers.bytepiece:BytePieceTokenizer",
-    "gzip": "isoflop.data.tokenizers.gzip:GzipTokenizer",
-    "static-ac": "isoflop.data.tokenizers.static_ac:StaticACTokenizer",
-    "ac": "isoflop.data.tokenizers.neural_ac:ACTokenizer",
-    "equalinfo-ac": "isoflop.data.tokenizers.equalinfo:EqualInfoACTokenizer",
-}
+from isoflop.data.tokenizer_config import META_FILE, TokenizerConfig
 
 
 @runtime_checkable
@@ -148,22 +136,22 @@ def files_fingerprint(files: dict[str, bytes]) -> str:
     return h.hexdigest()
 
 
-def load_tokenizer(directory: str | Path) -> Tokenizer:
-    """The tokenizer saved in `directory` by `save`."""
-    directory = Path(directory)
-    meta_path = directory / META_FILE
+def load_saved_tokenizer(folder: str | Path) -> Tokenizer:
+    """The tokenizer saved in the tokenizer folder `folder` by `save` (not a run directory: a run's is its
+    tokenizer/ folder), of the class the `TokenizerConfig` family names for its kind."""
+    folder = Path(folder)
+    meta_path = folder / META_FILE
     try:
         meta = json.loads(meta_path.read_text())
     except FileNotFoundError:
-        raise ConfigError(str(directory), f"not a saved tokenizer (no {META_FILE})") from None
+        raise ConfigError(str(folder), f"not a saved tokenizer (no {META_FILE})") from None
     except (OSError, ValueError) as e:
         raise ConfigError(str(meta_path), f"cannot read: {e}") from None
-    kind = meta.get("kind") if isinstance(meta, dict) else None
-    if kind not in _LOADERS:
-        raise ConfigError(str(meta_path), f"unknown tokenizer kind {kind!r}; known: {', '.join(sorted(_LOADERS))}")
-    module, _, name = _LOADERS[kind].partition(":")
-    cls = getattr(importlib.import_module(module), name)
-    return cls.from_files(directory, meta)
+    try:
+        kind_config = TokenizerConfig.variant_class(meta.get("kind") if isinstance(meta, dict) else None)
+    except ConfigError as e:  # the family's one "did you mean"; the key names the file
+        raise ConfigError(str(meta_path), e.problem) from None
+    return kind_config.tokenizer_type().from_files(folder, meta)
 
 
 def as_ids(ids: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -174,4 +162,4 @@ def as_ids(ids: Sequence[int] | np.ndarray) -> np.ndarray:
     return arr.astype(np.int64, copy=False)
 
 
-__all__ = ["BaseTokenizer", "META_FILE", "Tokenizer", "as_ids", "files_fingerprint", "load_tokenizer"]
+__all__ = ["BaseTokenizer", "META_FILE", "Tokenizer", "as_ids", "files_fingerprint", "load_saved_tokenizer"]

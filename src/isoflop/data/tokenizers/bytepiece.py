@@ -3,11 +3,12 @@ tokenizer whose vocabulary comes from a byte n-gram language model instead of BP
 
 Reimplemented here, in plain Python and numpy, because PyPI `bytepiece` 0.6.3 is a source package that needs
 Cython and a *byte* build of pyahocorasick compiled from source: `pip download bytepiece` fails to build here.
-The algorithm follows the reference (steps as in reference/compression_positions_optimizers.md §3.1):
+The algorithm follows the upstream code, github.com/bojone/bytepiece, file bytepiece/bytepiece.py (`Trainer`,
+`Tokenizer`), and Su's blog post above; "upstream" below means that code:
 
-1. Chunks: the text cut by the regex `.*\\n+|.+` (lines with their newlines), on *bytes*. No NFC: the
-   reference applies NFC, which is lossy on bytes; skipping it keeps `decode(encode(x)) == x` for all bytes.
-   Training chunks are capped at 10,000 bytes.
+1. Chunks: the text cut by the regex `.*\\n+|.+` (lines with their newlines), on *bytes*. No NFC: upstream
+   applies NFC first (`normalize`), which is lossy on bytes; skipping it keeps `decode(encode(x)) == x` for
+   all bytes. Training chunks are capped at 10,000 bytes (`TRAIN_CHUNK_CAP`).
 2. Byte n-gram counts, n = 1..order (6), within chunks; n-grams (n > 1) seen fewer than `min_count` times
    are dropped. log p(c_n | c_1..c_{n-1}) = log C(c_1..c_n) - log C(c_1..c_{n-1}), C(empty) = total bytes.
 3. Pre-segmentation by Viterbi byte tagging: state j = position of the byte in its piece (the last state
@@ -21,13 +22,13 @@ The algorithm follows the reference (steps as in reference/compression_positions
    count to the pieces it is segmented into; cut to vocab_size - 3 by (multi-byte, -count, -length) the
    same way, until stable. The vocabulary may come out smaller than asked.
 
-Encoding: unigram Viterbi, log p(w) = log count(w) - log sum of counts, chunk by chunk (the reference
+Encoding: unigram Viterbi, log p(w) = log count(w) - log sum of counts, chunk by chunk (upstream
 enumerates matches with Aho-Corasick; here a set of piece prefixes stops the scan at each start early).
 Ties go to the earliest found (shortest first piece), so encoding is deterministic. `_Unigram.segment` is
 that loop in plain Python (training and the tests use it); `encode` runs the same loop over a byte trie,
 compiled with numba (`bytepiece_kernels.py`; ids equal to `segment`'s for every input), ~15x faster.
-Ids: 0 <pad>, 1 <bos>, 2 <eos> (our end-of-text), pieces from 3 sorted by (length, bytes), as in the
-reference.
+Ids: 0 <pad>, 1 <bos>, 2 <eos> (our end-of-text), pieces from 3 sorted by (length, bytes), as
+upstream numbers them (`Trainer.dump`).
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ from isoflop.data.tokenizers.base import BaseTokenizer, as_ids
 MODEL_FILE = "bytepiece.json"
 N_RESERVED = 3  # <pad>, <bos>, <eos> = end-of-text
 EOT_ID = 2
-TRAIN_CHUNK_CAP = 10_000  # training chunks are capped at this many bytes (reference)
+# Training chunks are capped at this many bytes: upstream's `Trainer.norm` cuts training text with
+# `normalize(text, 10000)`, whose regex caps a line chunk at 10,000 bytes (bojone/bytepiece, bytepiece.py).
+TRAIN_CHUNK_CAP = 10_000
 _CHUNK = re.compile(rb".*\n+|.+")  # `.` is any byte but \n: every byte lands in exactly one chunk
 _NO_START_PENALTY = 1e6  # log-prob cost of starting a piece on a continuation byte (ensure_unicode)
 
@@ -282,7 +285,7 @@ class BytePieceTokenizer(BaseTokenizer):
         return np.array([len(p) for p in self._pieces], dtype=np.int64)
 
     def files(self) -> dict[str, bytes]:
-        # The reference's model format: base64(piece) -> [id, text, count].
+        # Upstream's model format (`Trainer.dump`): base64(piece) -> [id, text, count].
         table = {base64.b64encode(p).decode(): [i, p.decode("utf-8", "replace"), self.counts[p]]
                  for i, p in enumerate(self._pieces) if i >= N_RESERVED}
         return {MODEL_FILE: (json.dumps(table, ensure_ascii=False, indent=0, sort_keys=True) + "\n").encode()}

@@ -5,7 +5,7 @@ Written by hand because the library that does this, PyPI `bytepiece` (Cython + a
 pyahocorasick), needs a compiler and does not build here (see `bytepiece.py`). The kernel is the pure-Python
 `_Unigram.segment` of `bytepiece.py` moved onto arrays, step for step: the same float64 sums in the same
 order, the same strict `>` (the earliest candidate wins a tie), each line chunk started from 0.0, so its ids
-equal the reference's for every input (tests/data/test_bytepiece.py holds them equal). Importing this module
+equal `segment`'s for every input (tests/data/test_bytepiece.py holds them equal). Importing this module
 imports numba; `bytepiece.py` imports it only on first encode, so `import isoflop` does no such work.
 
 Trie layout (`build_trie`): nodes are the piece prefixes sorted by (length, bytes), node 0 the empty prefix.
@@ -112,7 +112,7 @@ def encode_kernel(data: np.ndarray, root_child: np.ndarray, child_lo: np.ndarray
                 piece_id = node_id[v]
                 if piece_id >= 0:
                     score = base + node_logp[v]
-                    if score > best[end]:  # strict: the earliest candidate keeps a tie, as in the reference
+                    if score > best[end]:  # strict: the earliest candidate keeps a tie, as `segment` does
                         best[end] = score
                         back_len[end] = end - s
                         back_id[end] = piece_id

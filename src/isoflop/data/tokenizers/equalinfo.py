@@ -29,12 +29,14 @@ with M1's context and the coder reset at every window, cut into N-bit tokens (W/
              "first-match" at W = 16 and 2.2x at W = 32 (LOG.md 2026-11-22). With the tiny test M1 it gives
              9% fewer on a repeated line at W = 16: on predictable text the W-bit point just above the
              interval often lies past the previous one too, so the window gives bytes back.
-             "paper": the encoder keeps the greedy k_g and the decoder looks ahead as Lester et al. describe:
-             it keeps the longest decoded prefix whose re-encoding, padded, is the window, scanning while the
-             re-encoding fits in W bits. It fails when the symbol decoded from the padding (not the real next
-             byte, which did not fit) also re-encodes to the window (reference notes §1.3 pitfall). With our
+             "paper": the encoder keeps the greedy k_g and the decoder looks ahead as Lester et al. describe
+             (§3.3, App. A.5): it keeps the longest decoded prefix whose re-encoding, padded, is the window,
+             scanning while the re-encoding fits in W bits. It fails when the symbol decoded from the padding
+             (not the real next byte, which did not fit) also re-encodes to the window. With our
              shortest-point messages that is nearly always so: the window's point p lies strictly inside that
-             symbol's interval, whose shortest point is then p itself. Kept only to measure the failure rate
+             symbol's interval, whose shortest point is then p itself. So look-ahead decoding is not
+             injective (the paper does not discuss this); a lossless rule must read the W bits alone and be
+             checked by the encoder, as "cell" and "first-match" are. Kept only to measure the failure rate
              (`paper_rule_failures`), never to make training data.
     end:     the last window of a document holds END (M1's end-of-text logit), so where a document ends is
              unambiguous with no length header; END costs about -log2 p(END) bits once a document.
