@@ -33,8 +33,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+from isoflop.nn.ffn_config import MoEFFN
 from isoflop.nn.moe import Experts, MoE
-from isoflop.nn.moe_config import MoEFFN
 
 #: realistic: a small LM's layer; moe_tiny: the `moe-tiny` recipe's (16 x 256 tokens, D 128, experts 192 wide)
 SHAPES = {"realistic": dict(tokens=8192, d_model=512, hidden=1024), "moe_tiny": dict(tokens=4096, d_model=128, hidden=192),

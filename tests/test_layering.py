@@ -77,6 +77,99 @@ def test_science_and_counting_do_not_import_torch():
     import sys
 
     modules = ["isoflop.config", "isoflop.nn.config", "isoflop.nn.counting", "isoflop.nn.rope",
-               "isoflop.data.config", "isoflop.rundir"] + [f"isoflop.science.{p.stem}" for p in (SRC / "science").glob("*.py")]
+               "isoflop.nn.ffn_config", "isoflop.nn.mod_config", "isoflop.nn.layout_config",
+               "isoflop.nn.attention_config", "isoflop.nn.head_config", "isoflop.data.config", "isoflop.rundir"]
+    modules += [f"isoflop.science.{p.stem}" for p in (SRC / "science").glob("*.py")]
     code = f"import sys; import {', '.join(modules)}; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0, "a pure module imported torch"
+
+
+# ----------------------------------------------------------------------------- no import cycles
+
+
+def _module_names() -> dict[str, Path]:
+    """Every module of the package, dotted (`isoflop.nn.config`; a package is its `__init__`)."""
+    names = {}
+    for path in SRC.rglob("*.py"):
+        parts = path.relative_to(SRC.parent).with_suffix("").parts
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return names
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
+        (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _module_body_imports(body: list[ast.stmt]) -> list[ast.Import | ast.ImportFrom]:
+    """The import statements Python runs when it imports the module: the module body and the blocks in it
+    (if / try / with / class bodies), not function bodies nor `if TYPE_CHECKING:` blocks."""
+    found: list[ast.Import | ast.ImportFrom] = []
+    for node in body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found.append(node)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        elif isinstance(node, ast.If):
+            found += _module_body_imports(node.orelse if _is_type_checking(node.test) else node.body + node.orelse)
+        else:
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                for child in getattr(node, field, []):
+                    found += _module_body_imports(child.body if isinstance(child, ast.ExceptHandler) else [child])
+    return found
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """module -> the package modules its module body imports. `from isoflop.x import y` is an edge to
+    isoflop.x.y when that is a module, else to isoflop.x."""
+    modules = _module_names()
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        edges = set()
+        for node in _module_body_imports(ast.parse(path.read_text()).body):
+            if isinstance(node, ast.Import):
+                edges |= {a.name for a in node.names}
+                continue
+            base = node.module or ""
+            if node.level:  # relative: from package (minus level - 1 parts)
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            for alias in node.names:
+                edges.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base)
+        graph[name] = {e for e in edges if e in modules and e != name}
+    return graph
+
+
+def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle as [a, b, ..., a], or None (iterative depth-first search with three colours)."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: finished
+    for root in sorted(graph):
+        if state.get(root):
+            continue
+        path, stack = [root], [iter(sorted(graph[root]))]
+        state[root] = 1
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                stack.pop()
+            elif state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            elif not state.get(nxt):
+                state[nxt] = 1
+                path.append(nxt)
+                stack.append(iter(sorted(graph[nxt])))
+    return None
+
+
+def test_cycle_finder_sees_a_cycle():
+    assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert _find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+def test_no_import_cycle_among_module_bodies():
+    graph = _import_graph()
+    assert "isoflop.nn.counting" in graph and "isoflop.config" in graph["isoflop.nn.config"]
+    cycle = _find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])

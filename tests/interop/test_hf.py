@@ -6,15 +6,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from isoflop.config import ConfigError
 from isoflop.interop import hf
 from isoflop.interop.hf import export_llama, import_llama
-from isoflop.nn.rope import DefaultRope
+from isoflop.nn.ffn_config import MoEFFN
+from isoflop.nn.rope import DefaultRope, NtkRope
 from tests.interop.hf_helpers import VOCAB, hf_logits, load_hf, our_logits, tiny_model, tokens
 
 transformers = pytest.importorskip("transformers")
@@ -162,14 +163,13 @@ def test_name_table_round_trips() -> None:
 # ----------------------------------------------------------------------------- refusals
 
 
-@pytest.mark.parametrize(("slot", "kind", "message"), [
-    ("ffn", "moe", "model.ffn.kind: a Llama checkpoint holds only 'dense' FFNs, got 'moe'"),
-    ("rope", "ntk", "model.rope.kind: no Llama rope_parameters mapping for 'ntk'"),
+@pytest.mark.parametrize(("slot", "variant", "message"), [
+    ("ffn", MoEFFN(experts=4, top_k=2), "model.ffn.kind: a Llama checkpoint holds only 'dense' FFNs, got 'moe'"),
+    ("rope", NtkRope(factor=2.0), "model.rope.kind: no Llama rope_parameters mapping for 'ntk'"),
 ])
-def test_export_refuses_what_llama_cannot_hold(tmp_path: Path, slot: str, kind: str, message: str) -> None:
+def test_export_refuses_what_llama_cannot_hold(tmp_path: Path, slot: str, variant, message: str) -> None:
     cfg, model = _model()
-    # Only "dense" FFNs and "default" RoPE exist yet: a stand-in with another kind plays a future variant.
-    setattr(cfg, slot, SimpleNamespace(kind=kind))
+    setattr(cfg, slot, variant)  # the dense model's weights: the refusal comes before any tensor is read
     with pytest.raises(ValueError, match=message) as e:
         export_llama(cfg, model.state_dict(), tmp_path / "hf", max_position_embeddings=64)
     assert "\n" not in str(e.value)
@@ -200,7 +200,7 @@ def test_export_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("x")
-    with pytest.raises(FileExistsError):
+    with pytest.raises(ConfigError, match="exists and is not an empty directory"):
         export_llama(cfg, model.state_dict(), tmp_path / "full", max_position_embeddings=64)
 
 

@@ -17,8 +17,8 @@ from isoflop.config import ConfigError, apply_overrides
 from isoflop.interop import hf_moe
 from isoflop.interop.hf_moe import MIXTRAL, QWEN2_MOE, export_hf, hf_architecture, import_hf
 from isoflop.nn.config import ModelConfig
+from isoflop.nn.ffn_config import ExpertChoice, MoEFFN, SigmoidBias, SoftmaxTopK
 from isoflop.nn.mod_config import TopKMoD
-from isoflop.nn.moe_config import ExpertChoice, MoEFFN, SigmoidBias, SoftmaxTopK
 from isoflop.nn.rope import DefaultRope
 from tests.conftest import tiny_overrides
 from tests.interop.hf_helpers import VOCAB, hf_logits, load_hf, our_logits, tiny_model, tokens

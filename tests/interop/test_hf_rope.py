@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from isoflop.interop import hf
 from isoflop.interop.hf import export_llama, import_llama, model_config_from_llama
 from isoflop.nn.rope import DynamicNtkRope, LinearRope, Llama3Rope, NtkRope, YarnRope
 from tests.interop.test_hf import _model as seeded_model
@@ -55,7 +54,7 @@ def test_export_gives_transformers_equal_logits_beyond_the_original_length(tmp_p
     cfg, model = _model(rope)
     export_llama(cfg, model.state_dict(), tmp_path / "hf", max_position_embeddings=_max_positions(rope))
     data = json.loads((tmp_path / "hf" / "config.json").read_text())
-    assert data["rope_parameters"] == hf.ROPE_TO_HF[rope.kind](rope)
+    assert data["rope_parameters"] == rope.to_hf(max_position_embeddings=_max_positions(rope))
     assert data["rope_parameters"]["rope_type"] == rope.kind
 
     messages: list[str] = []
@@ -127,6 +126,42 @@ def test_import_reads_transformers_defaults_and_4x_rope_scaling() -> None:
     data = _llama(None, rope_theta=5e5, max_position_embeddings=131072,
                   rope_scaling={"type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                                 "original_max_position_embeddings": 8192})
-    assert model_config_from_llama(data).rope == Llama3Rope()
+    assert model_config_from_llama(data).rope == Llama3Rope(original_max_position_embeddings=8192)
     data = _llama(None, rope_scaling={"rope_type": "linear", "factor": 2.0})
     assert model_config_from_llama(data).rope == LinearRope(theta=1e4, factor=2.0)
+
+
+def test_a_dynamic_rope_run_trained_at_seq_len_64_exports_with_equal_logits(tmp_path: Path, corpus_dir,
+                                                                              cache_dir, capsys) -> None:
+    """The original length of dynamic / yarn / llama3 defaults to the training length: a run at data.seq_len=64
+    keeps `null` in its config.json, builds with L = 64, and `isoflop export` (which writes
+    max_position_embeddings = data.seq_len, where transformers' dynamic NTK reads L) gives transformers' logits,
+    below and beyond L."""
+    import os
+
+    from isoflop.cli import main
+    from isoflop.cli.common import load_experiment
+    from isoflop.train.artifacts import load_model
+    from isoflop.train.run import run_training
+    from tests.conftest import tiny_overrides
+
+    overrides = tiny_overrides(corpus_dir, steps=2) + ["eval.every=0", "data.seq_len=64", "model.rope=dynamic",
+                                                       "model.rope.factor=4.0"]
+    cfg = load_experiment("tiny", overrides)
+    assert cfg.model.rope.original_max_position_embeddings is None
+    assert cfg.model_config.rope == DynamicNtkRope(factor=4.0, original_max_position_embeddings=64)
+    with open(os.devnull, "w") as devnull:
+        run_training(cfg, tmp_path / "run", stream=devnull)
+    from isoflop.rundir import RunDir
+
+    saved = RunDir(tmp_path / "run").read_config()
+    assert saved["model"]["rope"]["original_max_position_embeddings"] is None
+
+    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "hf")]) == 0
+    capsys.readouterr()
+    hf_model = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    model = load_model(tmp_path / "run")
+    for length in (20, 150):  # within and beyond L = 64, where the dynamic base grows
+        tokens = torch.randint(0, 256, (2, length), generator=torch.Generator().manual_seed(2))
+        with torch.no_grad():
+            torch.testing.assert_close(hf_model(input_ids=tokens).logits, model(tokens), atol=1e-4, rtol=0)

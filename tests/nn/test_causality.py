@@ -1,5 +1,5 @@
-"""Causality of whole models (reference §6.1.1-2): perturbing tokens after t must not change logits at <= t, and
-cached greedy decoding must equal full recomputation. MoD's training-mode top-k is expected to fail the first
+"""Causality of whole models: perturbing tokens after t must not change logits at <= t, and cached greedy
+decoding must equal full recomputation. MoD's training-mode top-k is expected to fail the first
 (it looks at later tokens); its causal rule (predictor or router BCE) must pass both."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from isoflop.nn.config import ModelConfig
+from isoflop.nn.ffn_config import MoEFFN, SigmoidBias
 from isoflop.nn.generate import generate
 from isoflop.nn.mod_config import TopKMoD
-from isoflop.nn.moe_config import MoEFFN, SigmoidBias
 
 V, T, CUT = 64, 24, 11
 

@@ -10,7 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from isoflop.nn import attention as attention_module
 from isoflop.nn.config import ModelConfig
 from isoflop.nn.counting import flops_per_token, param_groups
-from isoflop.nn.moe_config import MoEFFN
+from isoflop.nn.ffn_config import MoEFFN
 from isoflop.recipes import RECIPES
 
 SHAPES = [

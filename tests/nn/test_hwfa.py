@@ -94,12 +94,12 @@ def test_window_rule():
     assert (16 - 1) * 23 + 1 <= 0.75 * 512
     assert HwfaLayout(window=16).window_size(24, 512) == 16
     assert HwfaLayout(full_layers=2).window_size(24, 512) == 18  # 22 window layers: 17 * 22 + 1 = 375 <= 384
-    layers = HwfaLayout().layers(24, 512)
+    layers = HwfaLayout().layers(24, 512, DefaultRope())
     assert [s.window for s in layers[:23]] == [17] * 23 and all(s.rotate for s in layers[:23])
     assert layers[23].window is None and not layers[23].rotate and layers[23].log_n_length == 512
     assert Hwfa2Layout().full_layer_indices(24) == [12]
     assert Hwfa2Layout(full_layers=2).full_layer_indices(24) == [8, 16]
-    mid = Hwfa2Layout(full_layers=2, window=32).layers(24, 512)
+    mid = Hwfa2Layout(full_layers=2, window=32).layers(24, 512, DefaultRope())
     assert [i for i, s in enumerate(mid) if s.window is None] == [8, 16] and all(s.rotate for s in mid)
 
 

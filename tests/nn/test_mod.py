@@ -14,10 +14,10 @@ from isoflop.nn.attention import Attention
 from isoflop.nn.block import Block
 from isoflop.nn.config import ModelConfig
 from isoflop.nn.counting import flops_per_token, param_groups
+from isoflop.nn.ffn_config import MoEFFN
 from isoflop.nn.mlp import SwiGLU
 from isoflop.nn.mod import RoutedBlock
 from isoflop.nn.mod_config import TopKMoD
-from isoflop.nn.moe_config import MoEFFN
 from isoflop.nn.rope import DefaultRope, ReRope
 from isoflop.nn.rotary import Rotary, apply_rotary
 from tests.nn.test_counting import _naive_sdpa
@@ -195,7 +195,8 @@ def test_counting_equals_built_model_and_flop_counter(capacity, monkeypatch):
 
 
 def test_staged_mode_at_full_capacity_with_r_one_equals_the_plain_moe_model():
-    """Staged MoDE (reference §1.1): MoD routing around a block whose FFN is MoE; at C = 1, r = 1 it is MoE."""
+    """Staged MoDE (Raposo et al. 2024, arXiv 2404.02258, the MoDE variants): MoD routing around a block whose
+    FFN is MoE; at C = 1, r = 1 it is MoE."""
     shape = dict(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn=MoEFFN(experts=4, top_k=2))
     torch.manual_seed(0)
     mode = ModelConfig(**shape, mod=TopKMoD(capacity=1.0, every=2)).build()
@@ -235,7 +236,7 @@ def test_staged_mode_counting_equals_built_model_and_flop_counter(moe_every: int
 
 
 def test_static_shapes_compile_once_without_graph_breaks():
-    """k is fixed per T, so torch.compile traces one graph and reuses it for new batches (reference §6.4.4)."""
+    """k is fixed per T (static shapes), so torch.compile traces one graph and reuses it for new batches."""
     from torch._dynamo.testing import CompileCounter
 
     torch.manual_seed(0)

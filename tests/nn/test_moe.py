@@ -14,8 +14,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from isoflop.nn import attention as attention_module
 from isoflop.nn.config import ModelConfig
 from isoflop.nn.counting import flops_per_token, param_groups
+from isoflop.nn.ffn_config import ExpertChoice, MoEFFN, SigmoidBias, SoftmaxTopK
 from isoflop.nn.moe import Experts, MoE
-from isoflop.nn.moe_config import ExpertChoice, MoEFFN, SigmoidBias, SoftmaxTopK
 from isoflop.optim.param_groups import decay_groups
 from tests.nn.test_counting import _naive_sdpa
 

@@ -81,7 +81,8 @@ def test_static_ntk_equals_hf_default_with_scaled_base(head_dim: int, theta: flo
 
 
 def test_static_ntk_reference_values() -> None:
-    """The reference notes' check values: d = 128, b = 1e4 gives 40,889.94 (s = 4) and 82,684.62 (s = 8)."""
+    """Hand-computed from the base theta * s^(d/(d-2)) (bloc97 2023; Su, kexue.fm 9675): d = 128, theta = 1e4
+    gives 1e4 * 4^(128/126) = 40,889.94 (s = 4) and 1e4 * 8^(128/126) = 82,684.62 (s = 8)."""
     assert NtkRope(theta=1e4, factor=4.0).scaled_theta(128) == pytest.approx(40889.94, abs=0.01)
     assert NtkRope(theta=1e4, factor=8.0).scaled_theta(128) == pytest.approx(82684.62, abs=0.01)
 
@@ -129,7 +130,8 @@ def test_yarn_attention_factor_variants_equal_hf(factor: float, extra: dict) -> 
 
 
 def test_yarn_reference_values() -> None:
-    """The reference notes' check values: attention factor 1.1386 (s = 4), 1.2079 (s = 8), 1.2773 (s = 16)."""
+    """YaRN's attention factor sqrt(1/t) = 0.1 ln s + 1 (Peng et al. 2023, arXiv 2309.00071), by hand:
+    1.1386 (s = 4), 1.2079 (s = 8), 1.2773 (s = 16)."""
     for factor, expected in ((4.0, 1.1386), (8.0, 1.2079), (16.0, 1.2773)):
         assert YarnRope(factor=factor).attention_factor() == pytest.approx(expected, abs=1e-4)
     # d = 128, b = 1e4, L = 4096: the ramp runs over pairs 20 .. 46 (truncated), so pair 20 is kept exactly
@@ -247,3 +249,26 @@ def test_bad_values_are_refused(kind: str, data: dict, key: str) -> None:
     with pytest.raises(ConfigError) as e:
         RopeConfig.from_dict({"kind": kind, **data})
     assert e.value.key == key
+
+
+# ----------------------------------------------------------------------------- the original length
+
+
+@pytest.mark.parametrize("kind", ["dynamic", "yarn", "llama3"])
+def test_original_length_defaults_to_the_training_length(kind: str) -> None:
+    from isoflop.nn.config import ModelConfig
+
+    shape = {"vocab_size": 64, "d_model": 32, "n_heads": 2, "n_layers": 1}
+    unset = ModelConfig.from_dict({**shape, "rope": kind})
+    assert unset.rope.original_max_position_embeddings is None
+    with pytest.raises(ConfigError) as e:  # no training length to fall back on: refused, not guessed
+        unset.build()
+    assert e.value.key == "original_max_position_embeddings"
+    resolved = ModelConfig.from_dict({**shape, "rope": kind, "train_length": 64})
+    assert resolved.rope == RopeConfig.from_dict({"kind": kind, "original_max_position_embeddings": 64})
+    # an explicit length (older config.json files, Hugging Face imports) keeps its value
+    kept = ModelConfig.from_dict({**shape, "rope": {"kind": kind, "original_max_position_embeddings": 2048},
+                                  "train_length": 64})
+    assert kept.rope.original_max_position_embeddings == 2048
+    assert torch.equal(resolved.build().rotary.inv_freq,
+                       torch.tensor(resolved.rope.inv_freq(16), dtype=torch.float32))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from isoflop.nn import routers
-from isoflop.nn.moe_config import ExpertChoice, SoftmaxTopK
+from isoflop.nn.ffn_config import ExpertChoice, SoftmaxTopK
 
 
 def _gates_by_token(routing, n):
@@ -75,7 +75,7 @@ def test_capacity_dropping_counts_overflow():
     logits = torch.zeros(12, 4)
     logits[:, 0] = 5.0  # every token's first choice is expert 0
     logits[:6, 1] = 3.0
-    routing = routers.route(SoftmaxTopK(), logits, top_k=2, capacity_factor=1.0)
+    routing = SoftmaxTopK().route(logits, top_k=2, capacity_factor=1.0)
     cap = routers.expert_capacity(12, 4, 2, 1.0)
     expected = sum(max(0, load - cap) for load in routing.selected_E.tolist())
     assert expected > 0
@@ -111,7 +111,7 @@ def test_z_loss_of_zero_logits_is_ln_e_squared():
 def test_expert_choice_gives_each_expert_exactly_k_tokens(capacity, k):
     torch.manual_seed(3)
     logits = torch.randn(12, 4)
-    routing = routers.route(ExpertChoice(capacity=capacity), logits, top_k=2, capacity_factor=None)
+    routing = ExpertChoice(capacity=capacity).route(logits, top_k=2, capacity_factor=None)
     assert torch.bincount(routing.expert_A, minlength=4).tolist() == [k] * 4
     probs = logits.softmax(-1)
     for e in range(4):

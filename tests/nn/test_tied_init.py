@@ -1,7 +1,7 @@
 """Tied-embedding initialisation (Su, kexue.fm 9698): the initial loss of a tied model whose residual branches
 are zero is the bigram prediction log(e^(d sigma) + (V - 1) e^(d sigma^2 / 2)) for plain tied init, and close
-to ln V for the three remedies; counting equals the built model for every option; HF export refuses what Llama
-cannot hold."""
+to ln V for the three remedies; counting equals the built model for every option; the checkpoint keys and the
+config forms older runs wrote still load; HF export holds the pure inits and refuses what Llama cannot hold."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from isoflop.config import ConfigError
+from isoflop.config import ConfigError, apply_overrides
 from isoflop.interop.hf import export_llama
 from isoflop.nn.config import ModelConfig
 from isoflop.nn.counting import flops_per_token, param_groups
+from isoflop.nn.head_config import HalfSwapTiedInit, ProjectionTiedInit, TiedInit
 
 V, D = 8192, 256
 OPTIONS = ["normal", "ln_vocab", "projection", "half_swap"]
@@ -24,8 +25,8 @@ def _initial_loss(tied_init: str, init_std: float = 0.02) -> float:
     """Mean next-token loss on uniform random tokens with every residual output projection zeroed, so each
     block is the identity and the logits are head(norm(embedding))."""
     torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=V, d_model=D, n_layers=2, n_heads=4, tie_embeddings=True, tied_init=tied_init,
-                      init_std=init_std)
+    cfg = ModelConfig.from_dict(dict(vocab_size=V, d_model=D, n_layers=2, n_heads=4, tie_embeddings=True,
+                                     tied_init=tied_init, init_std=init_std))
     model = cfg.build()
     with torch.no_grad():
         for block in model.layers:
@@ -62,19 +63,20 @@ def test_remedies_start_near_ln_v(tied_init):
 def test_init_of_each_option():
     torch.manual_seed(0)
     cfg = dict(vocab_size=320, d_model=64, n_layers=1, n_heads=4, tie_embeddings=True)
-    embed = ModelConfig(**cfg, tied_init="ln_vocab").build().embed.weight
+    embed = ModelConfig.from_dict({**cfg, "tied_init": "ln_vocab"}).build().embed.weight
     assert embed.std().item() == pytest.approx(math.log(320) / 64, rel=0.03)
-    projection = ModelConfig(**cfg, tied_init="projection").build().head_projection.weight
+    projection = ModelConfig(**cfg, tied_init=ProjectionTiedInit()).build().head_projection.weight
     torch.testing.assert_close(projection @ projection.T, torch.eye(64), atol=1e-5, rtol=0)
-    model = ModelConfig(**cfg, tied_init="half_swap").build()
+    model = ModelConfig(**cfg, tied_init=HalfSwapTiedInit()).build()
     h = torch.randn(2, 3, 64)
-    swapped = model._head_input(h)
+    swapped = model.head_projection(h)
     assert torch.equal(swapped[..., :32], h[..., 32:]) and torch.equal(swapped[..., 32:], h[..., :32])
 
 
 @pytest.mark.parametrize("tied_init", OPTIONS)
 def test_counting_equals_built_model(tied_init):
-    cfg = ModelConfig(vocab_size=320, d_model=64, n_layers=2, n_heads=4, tie_embeddings=True, tied_init=tied_init)
+    cfg = ModelConfig.from_dict(dict(vocab_size=320, d_model=64, n_layers=2, n_heads=4, tie_embeddings=True,
+                                     tied_init=tied_init))
     model = cfg.build()
     groups = param_groups(cfg)
     assert groups.total == sum(p.numel() for p in model.parameters())
@@ -87,7 +89,42 @@ def test_counting_equals_built_model(tied_init):
 
 def test_remedies_need_tied_embeddings():
     with pytest.raises(ConfigError, match="tied_init"):
-        ModelConfig(vocab_size=320, tied_init="half_swap")
+        ModelConfig(vocab_size=320, tied_init=HalfSwapTiedInit())
+    with pytest.raises(ConfigError, match="tied_init"):
+        ModelConfig.from_dict({"vocab_size": 320, "tied_init": "ln_vocab"})
+
+
+@pytest.mark.parametrize("tied_init", OPTIONS)
+def test_checkpoint_keys_and_older_config_forms(tied_init):
+    """Runs written before tied_init was a variant family hold `"tied_init": "<kind>"` in config.json and, for
+    projection, the tensor `head_projection.weight`: both still load; `--set model.tied_init=<kind>` works."""
+    shape = dict(vocab_size=320, d_model=64, n_layers=1, n_heads=4, tie_embeddings=True)
+    cfg = ModelConfig.from_dict({**shape, "tied_init": tied_init})
+    assert cfg.tied_init == TiedInit.from_dict({"kind": tied_init})
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    plain = set(ModelConfig(**shape).build().state_dict())
+    keys = set(cfg.build().state_dict())
+    assert keys == plain | ({"head_projection.weight"} if tied_init == "projection" else set())
+    from isoflop.train.spec import ExperimentConfig
+
+    data = apply_overrides(ExperimentConfig().to_dict(), ["model.tie_embeddings=true", f"model.tied_init={tied_init}"],
+                           ExperimentConfig)
+    assert ExperimentConfig.from_dict(data).model.tied_init.kind == tied_init
+
+
+def test_a_run_whose_config_holds_the_older_form_resumes(tmp_path):
+    from isoflop.rundir import RunDir
+    from isoflop.train.run import saved_config
+    from isoflop.train.spec import ExperimentConfig
+
+    old = ExperimentConfig().to_dict()
+    old["model"].update(tie_embeddings=True, tied_init="projection")  # as runs wrote it before the family
+    run = RunDir(tmp_path)
+    run.write_config(old)
+    run.check_start(ExperimentConfig.from_dict(old).to_dict(), resume=True, normalize=saved_config)
+    other = ExperimentConfig.from_dict({**old, "model": {**old["model"], "tied_init": "half_swap"}})
+    with pytest.raises(ConfigError, match="different config"):
+        run.check_start(other.to_dict(), resume=True, normalize=saved_config)
 
 
 @pytest.mark.parametrize("over,key", [({"tied_init": "projection"}, "model.tied_init"),
@@ -102,8 +139,17 @@ def test_hf_export_refuses_what_llama_cannot_hold(tmp_path, over, key):
     assert not (tmp_path / "out").exists()
 
 
-def test_hf_export_accepts_ln_vocab(tmp_path):
-    pytest.importorskip("transformers")
-    cfg = ModelConfig(vocab_size=128, d_model=32, n_layers=1, n_heads=2, tie_embeddings=True, tied_init="ln_vocab")
-    export_llama(cfg, cfg.build().state_dict(), tmp_path / "out", max_position_embeddings=64)
-    assert (tmp_path / "out" / "model.safetensors").is_file()
+@pytest.mark.parametrize("tied_init", ["normal", "ln_vocab"])
+def test_hf_export_of_the_pure_inits_gives_transformers_equal_logits(tmp_path, tied_init):
+    """`normal` and `ln_vocab` only change the init, so a tied LlamaForCausalLM computes the same logits."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = ModelConfig.from_dict(dict(vocab_size=128, d_model=32, n_layers=1, n_heads=2, tie_embeddings=True,
+                                     tied_init=tied_init))
+    model = cfg.build().eval()
+    export_llama(cfg, model.state_dict(), tmp_path / "out", max_position_embeddings=64)
+    hf_model = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "out").eval()
+    assert hf_model.lm_head.weight.data_ptr() == hf_model.model.embed_tokens.weight.data_ptr()
+    tokens = torch.randint(0, 128, (2, 9), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(hf_model(input_ids=tokens).logits, model(tokens), atol=1e-5, rtol=0)

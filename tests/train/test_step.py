@@ -10,7 +10,7 @@ import torch
 
 from isoflop.cli.common import load_experiment
 from isoflop.nn.config import ModelConfig
-from isoflop.nn.moe_config import MoEFFN
+from isoflop.nn.ffn_config import MoEFFN
 from isoflop.rundir import RunDir
 from isoflop.train.parallel import DistContext
 from isoflop.train.run import run_training

@@ -18,12 +18,12 @@ def add_export_args(parser: argparse.ArgumentParser) -> None:
 
 def export(args: argparse.Namespace) -> int:
     from isoflop.interop.hf_moe import export_hf, hf_architecture
+    from isoflop.rundir.atomic import check_empty_or_absent
     from isoflop.train.artifacts import load_config, load_model
 
     run = require_run_dir(args.run)
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        raise ConfigError(args.out, "exists and is not empty")
+    check_empty_or_absent(out)
     cfg = load_config(run)
     try:
         hf_architecture(cfg.model_config)  # refuse what no class holds before reading any weights

@@ -29,7 +29,7 @@ def add_upcycle_args(parser: argparse.ArgumentParser) -> None:
 
 
 def upcycle(args: argparse.Namespace) -> int:
-    from isoflop.nn.moe_config import RouterConfig
+    from isoflop.nn.ffn_config import RouterConfig
     from isoflop.surgery.upcycle import upcycle as run_upcycle
 
     run = require_run_dir(args.run)

@@ -1,7 +1,8 @@
 """Hugging Face interop for Mixture-of-Experts models: `MixtralForCausalLM` and `Qwen2MoeForCausalLM`.
 
-Attention, norms, embeddings and dense FFN blocks are Llama's, so their tensor names, RoPE mapping and checks
-come from hf.py; this module adds the MoE blocks and picks the class (`hf_architecture`):
+Attention, norms, embeddings and dense FFN blocks are Llama's, so their tensor names and checks come from
+hf_common.py; this module adds the MoE blocks. The class is the FFN kind's answer (`FFNConfig.hf`,
+nn/ffn_config.py), after every other slot said a transformers class holds it (`hf_common.holdable`):
 
     model.ffn.kind = dense                                             -> LlamaForCausalLM (hf.export_llama)
     moe, every = 1, softmax_topk with renormalize, no shared experts   -> MixtralForCausalLM
@@ -37,9 +38,8 @@ Shape legend
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,28 +47,25 @@ import torch
 from safetensors.torch import save_file
 
 from isoflop.config import ConfigError
-from isoflop.interop.hf import (
-    _DERIVED_HF_TENSOR,
-    _DTYPES,
-    ROPE_TO_HF,
-    _check_export_args,
-    _check_llama_attention,
-    _check_llama_compatible,
-    _check_tensors,
-    _complete_tied,
-    _import_transformers,
-    _read_safetensors,
-    _write_dir_atomically,
-    export_llama,
-    import_llama,
-    model_config_from_llama,
+from isoflop.interop.hf import export_llama, import_llama, model_config_from_llama
+from isoflop.interop.hf_common import (
+    DERIVED_HF_TENSOR,
+    DTYPES,
+    check_export_args,
+    check_tensors,
+    complete_tied,
+    holdable,
+    import_transformers,
+    read_config,
+    read_safetensors,
     rename,
+    rope_parameters,
 )
 from isoflop.nn.config import ModelConfig
+from isoflop.nn.ffn_config import LLAMA, MIXTRAL, QWEN2_MOE, HfFFN, MoEFFN
 from isoflop.nn.model import TransformerLM
-from isoflop.nn.moe_config import MoEFFN, SoftmaxTopK
+from isoflop.rundir.atomic import build_dir
 
-LLAMA, MIXTRAL, QWEN2_MOE = "LlamaForCausalLM", "MixtralForCausalLM", "Qwen2MoeForCausalLM"
 _ARCHITECTURES = {"llama": LLAMA, "mixtral": MIXTRAL, "qwen2_moe": QWEN2_MOE}  # config.json's model_type
 _STORED_KEY = "isoflop_model"
 _PROJS = ("gate_proj", "up_proj", "down_proj")
@@ -77,35 +74,17 @@ _EXPERT_NAMES = {MIXTRAL: {"gate_proj": "w1", "down_proj": "w2", "up_proj": "w3"
                  QWEN2_MOE: {proj: proj for proj in _PROJS}}
 #: the MoE block's module name in Hub checkpoints (transformers 5 renames Mixtral's to `mlp` in memory)
 _BLOCK_NAMES = {MIXTRAL: "block_sparse_moe", QWEN2_MOE: "mlp"}
+#: each class's attention keys beyond Llama's: Mixtral's explicit head_dim and no sliding window; Qwen2-MoE's
+#: attention has q/k/v biases and a sliding window unless switched off
+_ATTENTION_KEYS: dict[str, Callable[[ModelConfig], dict[str, Any]]] = {
+    MIXTRAL: lambda cfg: {"head_dim": cfg.head_dim, "sliding_window": None},
+    QWEN2_MOE: lambda cfg: {"qkv_bias": False, "use_sliding_window": False}}
 _FFN_TENSOR = re.compile(r"layers\.(\d+)\.ffn\..+")
 
 
 def hf_architecture(cfg: ModelConfig) -> str:
     """The transformers class that computes exactly what `cfg` does; ConfigError (one line) when none does."""
-    if cfg.mod.kind != "none":
-        raise ConfigError("model.mod.kind", f"no Hugging Face class holds Mixture of Depths, got {cfg.mod.kind!r}")
-    if cfg.ffn.kind == "dense":
-        _check_llama_compatible(cfg)
-        return LLAMA
-    ffn = cfg.ffn
-    if not isinstance(ffn, MoEFFN):
-        raise ConfigError("model.ffn.kind", f"no Hugging Face class holds FFN kind {cfg.ffn.kind!r}")
-    if not isinstance(ffn.router, SoftmaxTopK):
-        raise ConfigError("model.ffn.router.kind", f"Mixtral and Qwen2-MoE route by softmax top-k; no Hugging Face "
-                                                   f"class holds {ffn.router.kind!r}")
-    if ffn.router.uses_selection_bias:
-        raise ConfigError("model.ffn.router.bias_update_rate", "a selection bias (aux-loss-free balancing) has no "
-                                                               "place in Mixtral or Qwen2-MoE")
-    if ffn.noop_experts:
-        raise ConfigError("model.ffn.noop_experts", f"Mixtral and Qwen2-MoE have no no-op experts, got "
-                                                    f"{ffn.noop_experts}")
-    if ffn.capacity_factor is not None:
-        raise ConfigError("model.ffn.capacity_factor", f"Mixtral and Qwen2-MoE are dropless, got "
-                                                       f"{ffn.capacity_factor} (null is dropless)")
-    _check_llama_attention(cfg)
-    if ffn.every == 1 and ffn.shared_experts == 0 and ffn.router.renormalize:
-        return MIXTRAL
-    return QWEN2_MOE
+    return holdable(cfg).architecture
 
 
 # ----------------------------------------------------------------------------- export
@@ -116,53 +95,42 @@ def export_hf(model_cfg: ModelConfig, state_dict: Mapping[str, torch.Tensor], ou
     """Write `config.json` and `model.safetensors` of the class `hf_architecture` picks; returns its name.
 
     As hf.export_llama: tensors cast to `torch_dtype`; `out_dir` appears whole or not at all."""
-    arch = hf_architecture(model_cfg)
-    if arch == LLAMA:
+    spec = holdable(model_cfg)
+    if spec.architecture == LLAMA:
         export_llama(model_cfg, state_dict, out_dir, max_position_embeddings=max_position_embeddings,
                      torch_dtype=torch_dtype)
-        return arch
-    _check_export_args(model_cfg, max_position_embeddings=max_position_embeddings, torch_dtype=torch_dtype)
-    transformers = _import_transformers()
-    config_class = transformers.MixtralConfig if arch == MIXTRAL else transformers.Qwen2MoeConfig
-    hf_config = config_class(**_config_kwargs(model_cfg, arch, max_position_embeddings=max_position_embeddings),
-                             dtype=torch_dtype, **{_STORED_KEY: model_cfg.to_dict()})
-    ours = _complete_tied(model_cfg, dict(state_dict), where="state_dict")
-    _check_tensors(model_cfg, ours, where="state_dict")
-    dtype = _DTYPES[torch_dtype]
-    tensors = _to_hf_tensors(model_cfg, arch, {name: t.detach().to("cpu", dtype) for name, t in ours.items()})
+        return spec.architecture
+    check_export_args(max_position_embeddings=max_position_embeddings, torch_dtype=torch_dtype)
+    transformers = import_transformers()
+    config_class = transformers.MixtralConfig if spec.architecture == MIXTRAL else transformers.Qwen2MoeConfig
+    rope = rope_parameters(model_cfg, max_position_embeddings=max_position_embeddings)
+    hf_config = config_class(**_config_kwargs(model_cfg, spec, max_position_embeddings=max_position_embeddings),
+                             rope_parameters=rope, dtype=torch_dtype, **{_STORED_KEY: model_cfg.to_dict()})
+    ours = complete_tied(model_cfg, dict(state_dict), where="state_dict")
+    check_tensors(model_cfg, ours, where="state_dict")
+    dtype = DTYPES[torch_dtype]
+    tensors = _to_hf_tensors(model_cfg, spec, {name: t.detach().to("cpu", dtype) for name, t in ours.items()})
 
     def write(tmp: Path) -> None:
         hf_config.save_pretrained(tmp)
         save_file(tensors, tmp / "model.safetensors", metadata={"format": "pt"})
 
-    _write_dir_atomically(Path(out_dir), write)
-    return arch
+    build_dir(out_dir, write)
+    return spec.architecture
 
 
-def _config_kwargs(cfg: ModelConfig, arch: str, *, max_position_embeddings: int) -> dict[str, Any]:
-    """The HF config keys of `cfg` (MixtralConfig's or Qwen2MoeConfig's)."""
-    ffn: MoEFFN = cfg.ffn  # type: ignore[assignment]
-    hidden = ffn.hidden(cfg.ffn_hidden_size)
-    common = dict(
-        architectures=[arch], vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layers,
-        num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.kv_heads, hidden_act="silu",
-        max_position_embeddings=max_position_embeddings, initializer_range=cfg.init_std, rms_norm_eps=cfg.norm_eps,
-        rope_parameters=ROPE_TO_HF[cfg.rope.kind](cfg.rope), tie_word_embeddings=cfg.tie_embeddings,
-        num_experts_per_tok=ffn.top_k,
-        # Written as is, though the scales differ: our balance loss gives 1 for a balanced router per MoE layer
-        # and the trainer adds the layers; HF's load_balancing_loss_func gives top_k, averaged over layers.
-        router_aux_loss_coef=ffn.aux_loss_weight,
-        bos_token_id=None, eos_token_id=None, pad_token_id=None)  # the tokenizer export owns the ids
-    if arch == MIXTRAL:
-        return common | dict(num_local_experts=ffn.experts, intermediate_size=hidden, head_dim=cfg.head_dim,
-                             sliding_window=None, router_jitter_noise=0.0)
-    return common | dict(
-        num_experts=ffn.experts, decoder_sparse_step=ffn.every, mlp_only_layers=[],
-        norm_topk_prob=ffn.router.renormalize, moe_intermediate_size=hidden, intermediate_size=cfg.ffn_hidden_size,
-        shared_expert_intermediate_size=ffn.shared_experts * hidden, qkv_bias=False, use_sliding_window=False)
+def _config_kwargs(cfg: ModelConfig, spec: HfFFN, *, max_position_embeddings: int) -> dict[str, Any]:
+    """The HF config keys of `cfg` (MixtralConfig's or Qwen2MoeConfig's) but rope_parameters."""
+    return dict(
+        architectures=[spec.architecture], vocab_size=cfg.vocab_size, hidden_size=cfg.d_model,
+        num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.kv_heads,
+        hidden_act="silu", max_position_embeddings=max_position_embeddings, initializer_range=cfg.init_std,
+        rms_norm_eps=cfg.norm_eps, tie_word_embeddings=cfg.tie_embeddings,
+        bos_token_id=None, eos_token_id=None, pad_token_id=None,  # the tokenizer export owns the ids
+    ) | _ATTENTION_KEYS[spec.architecture](cfg) | spec.config
 
 
-def _to_hf_tensors(cfg: ModelConfig, arch: str, ours: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _to_hf_tensors(cfg: ModelConfig, spec: HfFFN, ours: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     sparse = [i for i in range(cfg.n_layers) if cfg.ffn.is_sparse(i)]
     for name, t in ours.items():
@@ -171,35 +139,35 @@ def _to_hf_tensors(cfg: ModelConfig, arch: str, ours: Mapping[str, torch.Tensor]
             continue
         hf_name = rename(name, to_hf=True)
         if hf_name is None:
-            raise ValueError(f"state_dict: tensor {name!r} has no {arch} name")
+            raise ValueError(f"state_dict: tensor {name!r} has no {spec.architecture} name")
         out[hf_name] = t.contiguous()
     for i in sparse:
-        out.update(_moe_block_to_hf(cfg, arch, i, ours))
+        out.update(_moe_block_to_hf(spec, i, ours))
     return out
 
 
-def _moe_block_to_hf(cfg: ModelConfig, arch: str, i: int, ours: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    ffn: MoEFFN = cfg.ffn  # type: ignore[assignment]
+def _moe_block_to_hf(spec: HfFFN, i: int, ours: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    arch = spec.architecture
     p, block = f"layers.{i}.ffn.", f"model.layers.{i}.{_BLOCK_NAMES[arch]}."
 
     def merged(trainable: str, frozen: str) -> torch.Tensor:  # frozen experts first: our expert order
-        return torch.cat([ours[p + frozen], ours[p + trainable]]) if ffn.frozen_experts else ours[p + trainable]
+        return torch.cat([ours[p + frozen], ours[p + trainable]]) if spec.frozen_experts else ours[p + trainable]
 
     out = {block + "gate.weight": merged("gate.weight", "gate_frozen").contiguous()}  # router (E, D)
     for proj in _PROJS:
         w_EXX = merged(f"experts.{proj}", f"experts_frozen.{proj}")
-        for j in range(ffn.experts):  # clones: safetensors refuses tensors sharing storage
+        for j in range(spec.experts):  # clones: safetensors refuses tensors sharing storage
             out[block + f"experts.{j}.{_EXPERT_NAMES[arch][proj]}.weight"] = w_EXX[j].clone()
     if arch == MIXTRAL:
         return out
     router_ED = out[block + "gate.weight"]
     d_model = router_ED.shape[1]
-    if ffn.shared_experts:
+    if spec.shared_experts:
         shared = {proj: ours[p + f"shared.{proj}.weight"].contiguous() for proj in _PROJS}
     else:  # width 0: an exactly zero output
         shared = {"gate_proj": router_ED.new_zeros(0, d_model), "up_proj": router_ED.new_zeros(0, d_model),
                   "down_proj": router_ED.new_zeros(d_model, 0)}
-    if ffn.shared_gate:
+    if spec.shared_gate:
         gate_1D = ours[p + "shared_gate.weight"].contiguous()
     else:  # sigmoid(0) = 1/2 exactly, undone by a doubled down_proj (exact: a power of two)
         gate_1D = router_ED.new_zeros(1, d_model)
@@ -218,21 +186,22 @@ def import_hf(hf_dir: str | Path) -> tuple[ModelConfig, TransformerLM]:
     Refuses with a ValueError what our model cannot compute exactly as transformers does (see
     `model_config_from_moe` and hf.import_llama)."""
     hf_dir = Path(hf_dir)
-    hf = _read_config(hf_dir)
-    arch = _ARCHITECTURES.get(hf.get("model_type"))  # type: ignore[arg-type]
+    hf = read_config(hf_dir)
+    arch = _ARCHITECTURES.get(str(hf.get("model_type")))
     if arch is None:
         raise ValueError(f"{hf_dir / 'config.json'}: model_type {hf.get('model_type')!r} is not one of "
                          f"{', '.join(_ARCHITECTURES)}")
     if arch == LLAMA:
         return import_llama(hf_dir)
-    cfg = model_config_from_moe(hf, where=str(hf_dir / "config.json"))
-    ffn: MoEFFN = cfg.ffn  # type: ignore[assignment]
-    tensors = {n: t for n, t in _read_safetensors(hf_dir).items() if not _DERIVED_HF_TENSOR.fullmatch(n)}
-    blocks = {i: _pop_moe_block(tensors, cfg, arch, i, where=str(hf_dir))
-              for i in range(cfg.n_layers) if ffn.is_sparse(i)}
-    if ffn.shared_experts and blocks and all(not b["shared_gate"].any() for b in blocks.values()):
+    where = str(hf_dir / "config.json")
+    cfg = model_config_from_moe(hf, where=where)
+    spec = holdable(cfg)
+    tensors = {n: t for n, t in read_safetensors(hf_dir).items() if not DERIVED_HF_TENSOR.fullmatch(n)}
+    blocks = {i: _pop_moe_block(tensors, spec, i, where=str(hf_dir))
+              for i in range(cfg.n_layers) if cfg.ffn.is_sparse(i)}
+    if spec.shared_experts and blocks and all(not b["shared_gate"].any() for b in blocks.values()):
         # an all-zero gate is the constant 1/2 that export writes for an ungated shared expert (module docstring)
-        cfg = dataclasses.replace(cfg, ffn=dataclasses.replace(ffn, shared_gate=False))
+        cfg = model_config_from_moe(hf, where=where, gated=False)
         for b in blocks.values():
             b["shared.down_proj"] = b["shared.down_proj"] / 2
     cfg = _restore_stored(hf, cfg, arch)
@@ -242,33 +211,24 @@ def import_hf(hf_dir: str | Path) -> tuple[ModelConfig, TransformerLM]:
         if our_name is None:
             raise ValueError(f"{hf_dir}: tensor {name!r} is not part of a {arch} model")
         ours[our_name] = tensor
+    spec = holdable(cfg)
     for i, block in blocks.items():
-        ours.update(_moe_block_from_hf(cfg, i, block))
-    ours = _complete_tied(cfg, ours, where=str(hf_dir))
-    _check_tensors(cfg, ours, where=str(hf_dir))
+        ours.update(_moe_block_from_hf(spec, i, block))
+    ours = complete_tied(cfg, ours, where=str(hf_dir))
+    check_tensors(cfg, ours, where=str(hf_dir))
     model = cfg.build()
     model.load_state_dict(ours, strict=True)
     return cfg, model
 
 
-def _read_config(hf_dir: Path) -> dict[str, Any]:
-    path = hf_dir / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: cannot parse: {e}") from None
-
-
-def model_config_from_moe(hf: Mapping[str, Any], *, where: str = "config.json") -> ModelConfig:
-    """Our ModelConfig for a MixtralConfig or Qwen2MoeConfig dict (a Qwen2-MoE shared expert reads as gated;
-    import_hf ungates it when its gate weights are all zero)."""
+def model_config_from_moe(hf: Mapping[str, Any], *, where: str = "config.json", gated: bool = True) -> ModelConfig:
+    """Our ModelConfig for a MixtralConfig or Qwen2MoeConfig dict (a Qwen2-MoE shared expert reads as gated
+    unless `gated` is False: import_hf ungates it when its gate weights are all zero)."""
 
     def refuse(problem: str) -> ValueError:
         return ValueError(f"{where}: {problem}")
 
-    arch = _ARCHITECTURES.get(hf.get("model_type"))  # type: ignore[arg-type]
+    arch = _ARCHITECTURES.get(str(hf.get("model_type")))
     if arch not in (MIXTRAL, QWEN2_MOE):
         raise refuse(f"model_type {hf.get('model_type')!r} is not 'mixtral' or 'qwen2_moe'")
     # The attention half is a Llama config; the defaults are those of MixtralConfig / Qwen2MoeConfig.
@@ -292,7 +252,7 @@ def model_config_from_moe(hf: Mapping[str, Any], *, where: str = "config.json") 
     if missing:
         raise refuse(f"lacks {', '.join(missing)}")
     try:
-        ffn = _moe_ffn_from_hf(hf, arch)
+        ffn = MoEFFN.from_hf(hf, arch, gated=gated)
     except ConfigError as e:
         raise refuse(f"gives model.ffn.{e}") from None
     if arch == QWEN2_MOE and hf["shared_expert_intermediate_size"] % hf["moe_intermediate_size"]:
@@ -301,20 +261,9 @@ def model_config_from_moe(hf: Mapping[str, Any], *, where: str = "config.json") 
     return dataclasses.replace(model_config_from_llama(llama, where=where), ffn=ffn)
 
 
-def _moe_ffn_from_hf(hf: Mapping[str, Any], arch: str) -> MoEFFN:
-    common = dict(top_k=int(hf["num_experts_per_tok"]), aux_loss_weight=float(hf.get("router_aux_loss_coef", 1e-3)))
-    if arch == MIXTRAL:  # router_jitter_noise is ignored: it only perturbs training
-        return MoEFFN(experts=int(hf["num_local_experts"]), every=1, router=SoftmaxTopK(renormalize=True), **common)
-    hidden, shared = int(hf["moe_intermediate_size"]), int(hf["shared_expert_intermediate_size"])
-    return MoEFFN(experts=int(hf["num_experts"]), every=int(hf.get("decoder_sparse_step", 1)), expert_hidden=hidden,
-                  shared_experts=shared // hidden, shared_gate=shared > 0,
-                  router=SoftmaxTopK(renormalize=bool(hf.get("norm_topk_prob", False))), **common)
-
-
-def _pop_moe_block(tensors: dict[str, torch.Tensor], cfg: ModelConfig, arch: str, i: int, *,
-                   where: str) -> dict[str, torch.Tensor]:
+def _pop_moe_block(tensors: dict[str, torch.Tensor], spec: HfFFN, i: int, *, where: str) -> dict[str, torch.Tensor]:
     """Remove block i's MoE tensors from `tensors`: router (E, D), experts (E, H, D) / (E, D, H), shared ones."""
-    ffn: MoEFFN = cfg.ffn  # type: ignore[assignment]
+    arch = spec.architecture
 
     def pop(name: str) -> torch.Tensor:
         if name not in tensors:
@@ -331,31 +280,29 @@ def _pop_moe_block(tensors: dict[str, torch.Tensor], cfg: ModelConfig, arch: str
     else:
         for proj in _PROJS:
             name = _EXPERT_NAMES[arch][proj]
-            out[proj] = torch.stack([pop(block + f"experts.{j}.{name}.weight") for j in range(ffn.experts)])
+            out[proj] = torch.stack([pop(block + f"experts.{j}.{name}.weight") for j in range(spec.experts)])
     if arch == QWEN2_MOE:
-        shared_hidden = ffn.shared_experts * ffn.hidden(cfg.ffn_hidden_size)
         for proj in _PROJS:
             out[f"shared.{proj}"] = pop(block + f"shared_expert.{proj}.weight")
-            if shared_hidden == 0 and out[f"shared.{proj}"].numel():
+            if spec.shared_experts == 0 and out[f"shared.{proj}"].numel():
                 raise ValueError(f"{where}: {block}shared_expert.{proj}.weight is not empty, though "
                                  "shared_expert_intermediate_size is 0")
         out["shared_gate"] = pop(block + "shared_expert_gate.weight")
     return out
 
 
-def _moe_block_from_hf(cfg: ModelConfig, i: int, block: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _moe_block_from_hf(spec: HfFFN, i: int, block: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Our tensor names of block i (frozen experts split off the front)."""
-    ffn: MoEFFN = cfg.ffn  # type: ignore[assignment]
-    n_frozen, p = ffn.frozen_experts, f"layers.{i}.ffn."
+    n_frozen, p = spec.frozen_experts, f"layers.{i}.ffn."
     out = {p + "gate.weight": block["router"][n_frozen:]}
     for proj in _PROJS:
         out[p + f"experts.{proj}"] = block[proj][n_frozen:]
     if n_frozen:
         out[p + "gate_frozen"] = block["router"][:n_frozen]
         out.update({p + f"experts_frozen.{proj}": block[proj][:n_frozen] for proj in _PROJS})
-    if ffn.shared_experts:
+    if spec.shared_experts:
         out.update({p + f"shared.{proj}.weight": block[f"shared.{proj}"] for proj in _PROJS})
-    if ffn.shared_gate:
+    if spec.shared_gate:
         out[p + "shared_gate.weight"] = block["shared_gate"]
     return out
 
@@ -371,16 +318,16 @@ def _restore_stored(hf: Mapping[str, Any], cfg: ModelConfig, arch: str) -> Model
             return cfg
     except (ConfigError, ValueError):  # edited by hand, or from another isoflop version: the HF keys win
         return cfg
-    return candidate if _function_view(candidate, arch) == _function_view(cfg, arch) else cfg
+    return candidate if _function_view(candidate) == _function_view(cfg) else cfg
 
 
-def _function_view(cfg: ModelConfig, arch: str) -> dict[str, Any]:
+def _function_view(cfg: ModelConfig) -> dict[str, Any]:
     """What decides the function (the HF keys export writes, the RoPE config and the shared gate, which only
     exists in MoE blocks)."""
-    ffn: MoEFFN = cfg.ffn  # type: ignore[assignment]
-    has_moe = any(ffn.is_sparse(i) for i in range(cfg.n_layers))
-    return _config_kwargs(cfg, arch, max_position_embeddings=0) | {"rope": cfg.rope,
-                                                                   "shared_gate": has_moe and ffn.shared_gate}
+    spec = holdable(cfg)
+    has_moe = any(cfg.ffn.is_sparse(i) for i in range(cfg.n_layers))
+    return _config_kwargs(cfg, spec, max_position_embeddings=0) | {"rope": cfg.rope,
+                                                                   "shared_gate": has_moe and spec.shared_gate}
 
 
 __all__ = ["LLAMA", "MIXTRAL", "QWEN2_MOE", "export_hf", "hf_architecture", "import_hf", "model_config_from_moe"]

@@ -1,14 +1,19 @@
 """The model's configuration: shape, the slots of each block, and the initialisation.
 
 Pure Python (no torch): counting and planning read it without building a model; `build()` imports torch.
+Each slot is a variant family that answers for itself (build, counting, Hugging Face mapping): the FFN and
+its routers (ffn_config.py), Mixture of Depths (mod_config.py), RoPE (rope.py), the attention layout
+(layout_config.py) and the tied head's initialisation (head_config.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
-from isoflop.config import Config, Variant, config, require
+from isoflop.config import Config, config, require
+from isoflop.nn.ffn_config import DenseFFN, FFNConfig
+from isoflop.nn.head_config import NormalTiedInit, TiedInit
 from isoflop.nn.layout_config import AttentionLayout, FullLayout
 from isoflop.nn.mod_config import MoDConfig, NoMoD
 from isoflop.nn.rope import DefaultRope, RopeConfig
@@ -16,33 +21,7 @@ from isoflop.nn.rope import DefaultRope, RopeConfig
 if TYPE_CHECKING:
     from torch import nn
 
-
-@config
-class FFNConfig(Variant, family=True):
-    """The feed-forward slot of every block: `model.ffn.kind` picks the variant."""
-
-    default_kind = "dense"
-
-    def build(self, d_model: int, hidden: int, layer: int = 0) -> nn.Module:
-        """The FFN of block `layer` (0-based): a kind may place different modules in different blocks."""
-        raise NotImplementedError
-
-    def is_sparse(self, layer: int) -> bool:
-        """True when block `layer` holds a routed (MoE) FFN."""
-        return False
-
-
-@config
-class DenseFFN(FFNConfig):
-    """SwiGLU MLP (Shazeer 2020, arXiv 2002.05202): down(silu(gate(x)) * up(x)). No knobs of its own;
-    the hidden width is `model.ffn_hidden`."""
-
-    kind = "dense"
-
-    def build(self, d_model: int, hidden: int, layer: int = 0) -> nn.Module:
-        from isoflop.nn.mlp import SwiGLU
-
-        return SwiGLU(d_model, hidden)
+    from isoflop.nn.attention_config import LayerAttention
 
 
 @config
@@ -63,25 +42,26 @@ class ModelConfig(Config):
     ffn_hidden: int | None = None
     """Hidden width of the SwiGLU MLP. None: 8/3 * d_model rounded up to a multiple of 64 (Llama)."""
     ffn: FFNConfig = field(default_factory=DenseFFN)
-    """The feed-forward slot of every block: `dense`, or `moe` (nn/moe_config.py)."""
+    """The feed-forward slot of every block: `dense`, or `moe` (nn/ffn_config.py)."""
     mod: MoDConfig = field(default_factory=NoMoD)
     """Mixture of Depths: `none`, or `topk` routing of every other block (nn/mod_config.py)."""
     rope: RopeConfig = field(default_factory=DefaultRope)
-    """Rotary position embedding variant."""
+    """Rotary position embedding variant (nn/rope.py)."""
     layout: AttentionLayout = field(default_factory=FullLayout)
     """Which layers attend to a window and which to everything: `full` (every layer), `hwfa`, `hwfa2`
     (nn/layout_config.py)."""
     train_length: int | None = None
-    """The sequence length the model was trained at (N of HWFA's window rule and log-n). None: resolved by
-    ExperimentConfig.model_config from data.seq_len, like vocab_size."""
+    """The sequence length the model was trained at (N of HWFA's window rule and log-n, and the original length
+    of the dynamic / yarn / llama3 RoPE unless set there). None: resolved by ExperimentConfig.model_config from
+    data.seq_len, like vocab_size."""
     tie_embeddings: bool = False
     """Share the token embedding with the output head (Press & Wolf 2017)."""
-    tied_init: Literal["normal", "ln_vocab", "projection", "half_swap"] = "normal"
+    tied_init: TiedInit = field(default_factory=NormalTiedInit)
     """With tie_embeddings, how the tied model avoids starting as a confident bigram model (Su, kexue.fm 9698):
     `normal` plain Normal(0, init_std); `ln_vocab` the shared matrix gets std ln(V) / d_model, so the initial
     loss is about ln V; `projection` an orthogonally initialised D x D linear (no bias) between the final norm
     and the tied head; `half_swap` the parameter-free swap of the two halves of the normalised vector before
-    the tied head. Anything but `normal` needs tie_embeddings."""
+    the tied head. Anything but `normal` needs tie_embeddings (nn/head_config.py)."""
     norm_eps: float = 1e-5
     """Epsilon of RMSNorm (Llama 2's value)."""
     init_std: float = 0.02
@@ -105,25 +85,14 @@ class ModelConfig(Config):
         require(self.init_std > 0, "init_std", f"must be positive, got {self.init_std}")
         require(self.train_length is None or self.train_length >= 2, "train_length",
                 f"must be at least 2 (or None), got {self.train_length}")
-        require(self.tied_init == "normal" or self.tie_embeddings, "tied_init",
-                f"{self.tied_init!r} needs tie_embeddings = true")
+        require(not self.tied_init.needs_tied_embeddings or self.tie_embeddings, "tied_init",
+                f"{self.tied_init.kind!r} needs tie_embeddings = true")
         # ReRoPE's attention positions keys by cache slot, not by the routed tokens' own positions (mod.py).
-        require(self.mod.kind == "none" or self.rope.clipped_window() is None, "mod.kind",
+        require(not self.mod.routes_tokens or self.rope.clipped_window() is None, "mod.kind",
                 f"Mixture of Depths does not combine with rope kind {self.rope.kind!r}")
-        self._check_layout()
-
-    def _check_layout(self) -> None:
-        if self.layout.kind == "full":
-            return
-        self.layout.check(self.n_layers)
-        require(self.rope.clipped_window() is None, "rope.kind",
-                f"{self.rope.kind!r} does not combine with layout {self.layout.kind!r} (hwfa2 has rerope_window)")
-        require(self.mod.kind == "none", "layout.kind",
-                f"{self.layout.kind!r} windows assume every token in every layer; not with mod.kind={self.mod.kind!r}")
-        require(self.layout.kind != "hwfa" or self.rope.log_n_length is None, "rope.log_n_length",
-                "hwfa applies log-n scaling to its full layers itself; leave rope.log_n_length unset")
-        require(getattr(self.layout, "rerope_window", None) is None or self.rope.kind == "default", "rope.kind",
-                f"layout.rerope_window needs rope.kind = 'default', got {self.rope.kind!r}")
+        self.layout.check(self.n_layers, self.rope, self.mod)
+        if self.train_length is not None:  # RoPE lengths left unset mean the training length
+            self.rope = self.rope.resolved(self.train_length)
 
     @property
     def head_dim(self) -> int:
@@ -139,6 +108,10 @@ class ModelConfig(Config):
             return self.ffn_hidden
         return -(-(8 * self.d_model // 3) // 64) * 64
 
+    def attention_layers(self) -> list[LayerAttention]:
+        """How each block attends, bottom first: the layout's answer (the `full` layout asks the RoPE kind)."""
+        return self.layout.layers(self.n_layers, self.train_length, self.rope)
+
     def build(self) -> nn.Module:
         """The model with initialised weights (seed torch's RNG first for a reproducible init)."""
         from isoflop.nn.model import TransformerLM
@@ -146,7 +119,3 @@ class ModelConfig(Config):
         if self.vocab_size is None:
             raise ValueError("model.vocab_size is unresolved; build from ExperimentConfig.model_config")
         return TransformerLM(self)
-
-
-# Registers the `moe` FFN kind (it subclasses FFNConfig, so it is imported after it).
-from isoflop.nn import moe_config as _moe_config  # noqa: E402, F401

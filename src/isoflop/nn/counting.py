@@ -21,6 +21,10 @@ FLOPs convention (PaLM, Chowdhery et al. 2022, App. B; Kaplan et al. 2020, Table
     per MoD predictor: its input is detached (stop-gradient), so its first layer's backward has no input
     gradient (2 * D * D/2 FLOPs fewer per token).
     Elementwise work (norms, activations, softmax, RoPE) is ignored: under 1 % at these shapes.
+
+Every variant counts itself: the FFN kind its (total, active) parameters per block, the MoD kind its router
+and predictor, the share of tokens a block processes and its detached matmuls, the tied_init kind its head
+projection, and each layer's attention (ModelConfig.attention_layers()) its number of score passes.
 """
 
 from __future__ import annotations
@@ -72,44 +76,17 @@ def attention_params(cfg: ModelConfig) -> int:
     return 2 * cfg.d_model * cfg.d_model + 2 * cfg.d_model * cfg.kv_heads * cfg.head_dim
 
 
-def ffn_params(cfg: ModelConfig, layer: int = 0) -> tuple[int, int]:
-    """(total, active) parameters of block `layer`'s FFN slot. Active counts what one token passes through:
-    for MoE the router, the shared experts and top_k routed experts (expert choice: `capacity` experts on
-    average; no-op experts cost nothing, so with uniform load a token meets top_k * (E - noop) / E real ones)."""
-    dense = 3 * cfg.d_model * cfg.ffn_hidden_size
-    if cfg.ffn.kind == "dense" or not cfg.ffn.is_sparse(layer):
-        return dense, dense
-    if cfg.ffn.kind == "moe":
-        moe = cfg.ffn
-        expert = 3 * cfg.d_model * moe.hidden(cfg.ffn_hidden_size)
-        real = moe.experts - moe.noop_experts
-        router = cfg.d_model * moe.experts
-        shared = moe.shared_experts * expert + (cfg.d_model if moe.shared_gate else 0)
-        per_token = moe.router.capacity if moe.router.kind == "expert_choice" else moe.top_k
-        active = router + shared + round(per_token * real / moe.experts * expert)
-        return router + shared + real * expert, active
-    raise NotImplementedError(f"counting has no rule for ffn kind {cfg.ffn.kind!r}")
-
-
-def mod_router_params(cfg: ModelConfig, layer: int) -> int:
-    """Parameters of MoD's router (D -> 1) and predictor (D -> D/2 -> 1) on a routed block, else 0."""
-    if not cfg.mod.is_routed(layer):
-        return 0
-    predictor = cfg.d_model * (cfg.d_model // 2) + cfg.d_model // 2 if cfg.mod.predictor else 0
-    return cfg.d_model + predictor
-
-
 def param_groups(cfg: ModelConfig) -> ParamGroups:
     vocab_matrix = cfg.vocab_size * cfg.d_model
     embedding = vocab_matrix if cfg.tie_embeddings else 2 * vocab_matrix
     attention = cfg.n_layers * attention_params(cfg)
     ffn_total = ffn_active = routers = 0
     for layer in range(cfg.n_layers):
-        total, active = ffn_params(cfg, layer)
+        total, active = cfg.ffn.params(cfg.d_model, cfg.ffn_hidden_size, layer)
         ffn_total, ffn_active = ffn_total + total, ffn_active + active
-        routers += mod_router_params(cfg, layer)
+        routers += cfg.mod.router_params(cfg.d_model, layer)
     norms = (2 * cfg.n_layers + 1) * cfg.d_model
-    head_projection = _head_projection_params(cfg)
+    head_projection = cfg.tied_init.params(cfg.d_model)
     non_embedding = attention + ffn_total + norms + routers + head_projection
     total = embedding + non_embedding
     active = total - (ffn_total - ffn_active)
@@ -118,38 +95,24 @@ def param_groups(cfg: ModelConfig) -> ParamGroups:
                        head_projection=head_projection)
 
 
-def _head_projection_params(cfg: ModelConfig) -> int:
-    return cfg.d_model * cfg.d_model if cfg.tied_init == "projection" else 0
-
-
-def rerope_layers(cfg: ModelConfig) -> set[int]:
-    """Blocks whose attention is two-pass ReRoPE (the rope kind, or a layout's `rerope_window` layers)."""
-    if cfg.layout.kind == "full":
-        return set(range(cfg.n_layers)) if cfg.rope.clipped_window() is not None else set()
-    if getattr(cfg.layout, "rerope_window", None) is None:
-        return set()
-    return set(cfg.layout.full_layer_indices(cfg.n_layers))
-
-
 def flops_per_token(cfg: ModelConfig, seq_len: int) -> FlopsPerToken:
     """FLOPs one token costs at context length `seq_len`, by the convention in the module docstring.
 
     A MoD-routed block processes k = floor(capacity * T) of the T tokens: its matmuls cost k/T per token on
     average and its attention square is k x k, i.e. (k/T)^2 of the dense square; its router and predictor see
-    every token."""
-    head = cfg.vocab_size * cfg.d_model + _head_projection_params(cfg)
+    every token. A layer with p score passes does (p + 1) / 2 of plain attention's square work (p score
+    matrices and one weighted sum)."""
+    head = cfg.vocab_size * cfg.d_model + cfg.tied_init.params(cfg.d_model)
     matmul = float(head)
     attention_forward = 0.0
     per_square = 4 * seq_len * cfg.n_heads * cfg.head_dim  # one layer's T x T attention, per token
-    two_pass = rerope_layers(cfg)
-    for layer in range(cfg.n_layers):
-        block = attention_params(cfg) + ffn_params(cfg, layer)[1]
-        share = cfg.mod.selected(seq_len) / seq_len if cfg.mod.is_routed(layer) else 1.0
-        matmul += share * block + mod_router_params(cfg, layer)
-        attention_forward += share * share * per_square * (1.5 if layer in two_pass else 1.0)
+    for layer, spec in enumerate(cfg.attention_layers()):
+        block = attention_params(cfg) + cfg.ffn.params(cfg.d_model, cfg.ffn_hidden_size, layer)[1]
+        share = cfg.mod.token_share(layer, seq_len)
+        matmul += share * block + cfg.mod.router_params(cfg.d_model, layer)
+        attention_forward += share * share * per_square * ((spec.score_passes + 1) / 2)
     matmul_params, attention_forward = round(matmul), round(attention_forward)
     forward = 2 * matmul_params + attention_forward
-    detached = sum(cfg.d_model * (cfg.d_model // 2) for layer in range(cfg.n_layers)
-                   if cfg.mod.is_routed(layer) and cfg.mod.predictor)  # predictors' first layers
+    detached = sum(cfg.mod.detached_input_params(cfg.d_model, layer) for layer in range(cfg.n_layers))
     return FlopsPerToken(forward=forward, training=3 * forward - 2 * detached, matmul_params=matmul_params,
                          attention_forward=attention_forward, seq_len=seq_len)

@@ -16,26 +16,14 @@ so a token at the top of `n` stacked window layers sees (w - 1) * n + 1 position
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from isoflop.config import ConfigError, Variant, config, require
+from isoflop.nn.attention_config import ClippedAttention, LayerAttention, WindowAttention
 
-
-@dataclass(frozen=True)
-class LayerAttention:
-    """How one layer attends: what the model builds for it."""
-
-    window: int | None
-    """Keys with i - j < window are visible; None: the whole causal prefix."""
-    rotate: bool = True
-    """Rotate queries and keys by the model's RoPE; False: no position embedding (NoPE)."""
-    log_n_length: int | None = None
-    """The layer's own log-n query scaling max(1, ln(p + 1) / ln N) with N this; None: the model's (if any)."""
-    rerope_window: int | None = None
-    """Use ReRoPE attention (nn/rerope.py) with this window instead of plain RoPE."""
-
-
-FULL = LayerAttention(window=None)
+if TYPE_CHECKING:
+    from isoflop.nn.mod_config import MoDConfig
+    from isoflop.nn.rope import RopeConfig
 
 
 @config
@@ -44,22 +32,31 @@ class AttentionLayout(Variant, family=True):
 
     default_kind = "full"
 
-    def layers(self, n_layers: int, train_length: int | None) -> list[LayerAttention]:
-        """One LayerAttention per block, bottom first. `train_length` is N (ModelConfig.train_length)."""
+    def layers(self, n_layers: int, train_length: int | None, rope: RopeConfig) -> list[LayerAttention]:
+        """One LayerAttention per block, bottom first. `train_length` is N (ModelConfig.train_length), `rope`
+        the model's RoPE."""
         raise NotImplementedError
 
-    def check(self, n_layers: int) -> None:
-        """Cross-checks against the model's depth; raises ConfigError with a key under `layout.`."""
+    def check(self, n_layers: int, rope: RopeConfig, mod: MoDConfig) -> None:
+        """Cross-checks against the rest of the model; raises ConfigError with a key relative to the model."""
+
+    def check_hf(self) -> None:
+        """ConfigError (key relative to this config) unless Llama's attention computes this layout."""
+        raise ConfigError("kind", f"Llama attends to the whole prefix with RoPE in every layer; layout "
+                                  f"{self.kind!r} (window / NoPE layers) cannot be held")
 
 
 @config
 class FullLayout(AttentionLayout):
-    """Every layer attends to the whole causal prefix with the model's RoPE."""
+    """Every layer attends to the whole causal prefix with the model's RoPE (whose kind picks the attention)."""
 
     kind = "full"
 
-    def layers(self, n_layers: int, train_length: int | None) -> list[LayerAttention]:
-        return [FULL] * n_layers
+    def layers(self, n_layers: int, train_length: int | None, rope: RopeConfig) -> list[LayerAttention]:
+        return [rope.layer_attention()] * n_layers
+
+    def check_hf(self) -> None:
+        pass
 
 
 @config
@@ -79,9 +76,13 @@ class _HybridLayout(AttentionLayout):
         require(0 < self.alpha <= 1, "alpha", f"must be in (0, 1], got {self.alpha}")
         require(self.full_layers >= 1, "full_layers", f"must be at least 1, got {self.full_layers}")
 
-    def check(self, n_layers: int) -> None:
+    def check(self, n_layers: int, rope: RopeConfig, mod: MoDConfig) -> None:
         require(self.full_layers < n_layers, "layout.full_layers",
                 f"{self.full_layers} leaves no window layer in n_layers={n_layers}")
+        require(rope.clipped_window() is None, "rope.kind",
+                f"{rope.kind!r} does not combine with layout {self.kind!r} (hwfa2 has rerope_window)")
+        require(not mod.routes_tokens, "layout.kind",
+                f"{self.kind!r} windows assume every token in every layer; not with mod.kind={mod.kind!r}")
 
     def full_layer_indices(self, n_layers: int) -> list[int]:
         raise NotImplementedError
@@ -105,17 +106,22 @@ class HwfaLayout(_HybridLayout):
     log_n: bool = True
     """Scale the full layers' queries by max(1, log_N n) (Su found dropping it hurt); False for the ablation."""
 
+    def check(self, n_layers: int, rope: RopeConfig, mod: MoDConfig) -> None:
+        super().check(n_layers, rope, mod)
+        require(rope.log_n_length is None, "rope.log_n_length",
+                "hwfa applies log-n scaling to its full layers itself; leave rope.log_n_length unset")
+
     def full_layer_indices(self, n_layers: int) -> list[int]:
         return list(range(n_layers - self.full_layers, n_layers))
 
-    def layers(self, n_layers: int, train_length: int | None) -> list[LayerAttention]:
+    def layers(self, n_layers: int, train_length: int | None, rope: RopeConfig) -> list[LayerAttention]:
         if self.log_n and train_length is None:
             raise ConfigError("train_length", "layout 'hwfa' scales its full layers by log-n of the training "
                                               "length N; set model.train_length (or build through ExperimentConfig)")
         window = self.window_size(n_layers, train_length)
         full = set(self.full_layer_indices(n_layers))
-        top = LayerAttention(window=None, rotate=False, log_n_length=train_length if self.log_n else None)
-        return [top if i in full else LayerAttention(window=window) for i in range(n_layers)]
+        top = WindowAttention(window=None, rotate=False, log_n_length=train_length if self.log_n else None)
+        return [top if i in full else WindowAttention(window=window) for i in range(n_layers)]
 
 
 @config
@@ -126,18 +132,26 @@ class Hwfa2Layout(_HybridLayout):
     kind = "hwfa2"
     rerope_window: int | None = None
     """None: the full layers use plain RoPE (training). W: they use ReRoPE with window W (evaluation,
-    `--set model.layout.rerope_window=W`); needs model.rope.kind = default."""
+    `--set model.layout.rerope_window=W`); needs a rope kind with a ReRoPE form (`default`)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.rerope_window is None or self.rerope_window >= 1, "rerope_window",
                 f"must be at least 1 (or None), got {self.rerope_window}")
 
+    def check(self, n_layers: int, rope: RopeConfig, mod: MoDConfig) -> None:
+        super().check(n_layers, rope, mod)
+        require(self.rerope_window is None or rope.clipped(self.rerope_window) is not None, "rope.kind",
+                f"layout.rerope_window switches the full layers to ReRoPE, which rope kind {rope.kind!r} has "
+                "no form of")
+
     def full_layer_indices(self, n_layers: int) -> list[int]:
         return [(i + 1) * n_layers // (self.full_layers + 1) for i in range(self.full_layers)]
 
-    def layers(self, n_layers: int, train_length: int | None) -> list[LayerAttention]:
+    def layers(self, n_layers: int, train_length: int | None, rope: RopeConfig) -> list[LayerAttention]:
         window = self.window_size(n_layers, train_length)
         full = set(self.full_layer_indices(n_layers))
-        mid = LayerAttention(window=None, rerope_window=self.rerope_window)
-        return [mid if i in full else LayerAttention(window=window) for i in range(n_layers)]
+        clipped = None if self.rerope_window is None else rope.clipped(self.rerope_window)
+        # same q/k/v/o parameters either way, so the trained checkpoint loads into the ReRoPE evaluation model
+        mid = WindowAttention(window=None) if clipped is None else ClippedAttention(clipped)
+        return [mid if i in full else WindowAttention(window=window) for i in range(n_layers)]

@@ -17,6 +17,7 @@ Shape legend: B batch, T tokens, D model width, H head dim (cos/sin rows), k tok
 from __future__ import annotations
 
 import weakref
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -24,28 +25,35 @@ from torch import nn
 
 from isoflop.nn.attention import KVCache
 from isoflop.nn.block import Block
-from isoflop.nn.mod_config import TopKMoD
+from isoflop.nn.contract import RoutedModule
+
+if TYPE_CHECKING:
+    from isoflop.nn.mod_config import TopKMoD
 
 
-class RoutedBlock(nn.Module):
-    """A Block behind a top-k router; same call signature as Block. Sets `aux_loss` and `stats` on each
-    forward (see model.py) and switches to the causal rule when `causal_routing` is set."""
+class RoutedBlock(RoutedModule):
+    """A Block behind a top-k router; same call signature as Block. A RoutedModule (nn/contract.py): sets
+    `aux_loss` and `stats` on each forward and switches to the causal rule with `use_causal_routing`."""
 
     def __init__(self, block: Block, mod: TopKMoD, d_model: int):
         super().__init__()
         self.block = block
         self.mod = mod
         self.router = nn.Linear(d_model, 1, bias=False)
-        # The paper's auxiliary MLP predictor; counting.mod_router_params assumes exactly these shapes.
+        # The paper's auxiliary MLP predictor; TopKMoD.router_params counts exactly these shapes.
         self.predictor = nn.Sequential(nn.Linear(d_model, d_model // 2, bias=False), nn.SiLU(),
                                        nn.Linear(d_model // 2, 1, bias=False)) if mod.predictor else None
         self.causal_routing = False
-        self.aux_loss: torch.Tensor | None = None
-        self.stats: dict[str, torch.Tensor] = {}
         # Per generation (keyed weakly by the model's KVCache): one compact single-layer cache per sequence,
         # holding only that sequence's routed tokens. Kept here rather than as a mask in KVCache so that decode
         # attends to routed keys only (the paper's sampling speed-up) and attention.py stays unchanged.
         self._decode_caches: weakref.WeakKeyDictionary[KVCache, list[KVCache]] = weakref.WeakKeyDictionary()
+
+    def has_causal_rule(self) -> bool:
+        return True
+
+    def use_causal_routing(self, enabled: bool = True) -> None:
+        self.causal_routing = enabled
 
     def non_causal_reason(self) -> str | None:
         if self.predictor is not None or self.mod.aux_bce_weight > 0:

@@ -1,31 +1,32 @@
 """TransformerLM: token embedding -> blocks -> RMSNorm -> output head (tied or untied).
 
-`model(tokens_BT)` returns logits (B, T, V). Generation passes a KVCache (see generate.py). ReRoPE kinds get
-their own attention (rerope.py), whose cache holds unrotated keys.
+`model(tokens_BT)` returns logits (B, T, V). Generation passes a KVCache (see generate.py). Each slot is built
+from what its variant says: every block's attention from the layout (`ModelConfig.attention_layers()`), its
+FFN from the FFN kind, its Mixture-of-Depths wrapper from the MoD kind, and the module the head reads through
+from `tied_init`.
 
-Routed modules (MoE layers, MoD blocks) talk to the trainer through plain attributes, set on each forward:
-    aux_loss: Tensor | None       their weighted auxiliary loss (in the graph), summed by `aux_loss()`
-    stats: dict[str, Tensor]      detached scalars for the metrics log, gathered by `routing_stats()`
-and optionally define `after_optimizer_step()` (e.g. the aux-loss-free bias update), `non_causal_reason()`
-(why the module cannot be used for sampling, or None) and a `causal_routing` flag that sampling switches on.
+Routed modules (MoE layers, MoD blocks) are `RoutedModule`s (nn/contract.py); the model gathers them once and
+answers the trainer's `TrainableLM` questions (aux loss, routing stats, after-step hooks, causal routing) from
+them.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from isoflop.nn.attention import Attention, KVCache
+from isoflop.nn.attention import KVCache
 from isoflop.nn.block import Block
-from isoflop.nn.config import ModelConfig
-from isoflop.nn.layout_attention import LayoutAttention
-from isoflop.nn.layout_config import LayerAttention
+from isoflop.nn.contract import RoutedModule
 from isoflop.nn.norm import RMSNorm
-from isoflop.nn.rerope import ReRopeAttention
-from isoflop.nn.rope import ReRope
 from isoflop.nn.rotary import Rotary
+
+if TYPE_CHECKING:
+    from isoflop.nn.attention_config import LayerAttention
+    from isoflop.nn.config import ModelConfig
 
 
 class TransformerLM(nn.Module):
@@ -34,21 +35,22 @@ class TransformerLM(nn.Module):
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.rotary = Rotary(cfg.rope, cfg.head_dim)
-        self.layers = nn.ModuleList(_block(cfg, i) for i in range(cfg.n_layers))
+        self.layers = nn.ModuleList(_block(cfg, i, attention) for i, attention in enumerate(cfg.attention_layers()))
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.weight
-        if cfg.tied_init == "projection":  # Su 9698: the tied head reads a rotated copy of the normed state
-            self.head_projection = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        # What the head reads the normed state through: an identity, or Su 9698's projection / half swap.
+        self.head_projection = cfg.tied_init.build(cfg.d_model)
         self.init_weights()
-        # The modules that report aux losses (MoE, MoD), found once: the trainer asks every micro-step.
-        self._routed = [m for m in self.modules() if m is not self and hasattr(m, "aux_loss")]
+        # The routed modules (MoE, MoD), found once: the trainer asks for their losses every micro-step.
+        self._routed = [m for m in self.modules() if isinstance(m, RoutedModule)]
 
     @torch.no_grad()
     def init_weights(self) -> None:
         """Normal(0, init_std) for embeddings and linear weights; residual output projections (attention's
-        o_proj, the FFN's down_proj) get init_std / sqrt(2 * n_layers) (GPT-2); norm weights are 1."""
+        o_proj, the FFN's down_proj) get init_std / sqrt(2 * n_layers) (GPT-2); norm weights are 1; then the
+        tied_init kind's own init."""
         std = self.cfg.init_std
         residual_std = std / math.sqrt(2 * self.cfg.n_layers)
         for module in self.modules():
@@ -67,11 +69,9 @@ class TransformerLM(nn.Module):
                 module.reset_parameters(std, residual_std)
         for module in self.modules():  # the model's Rotary, and ReRoPE attention's own
             if isinstance(module, Rotary):
-                module.inv_freq.copy_(torch.tensor(self.cfg.rope.inv_freq(self.cfg.head_dim)))
-        if self.cfg.tied_init == "ln_vocab":  # Su 9698: the tied self-logit d * std becomes ln V
-            nn.init.normal_(self.embed.weight, 0.0, math.log(self.cfg.vocab_size) / self.cfg.d_model)
-        if self.cfg.tied_init == "projection":
-            nn.init.orthogonal_(self.head_projection.weight)
+                module.reset_frequencies()
+        self.cfg.tied_init.init_(embedding=self.embed, head_projection=self.head_projection,
+                                 vocab_size=self.cfg.vocab_size, d_model=self.cfg.d_model)
 
     def forward(self, tokens_BT: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         start = cache.length if cache is not None else 0
@@ -82,60 +82,45 @@ class TransformerLM(nn.Module):
             x_BTD = layer(x_BTD, cos, sin, cache, i, q_scale_T1)
         if cache is not None:
             cache.advance(tokens_BT.shape[1])
-        return self.lm_head(self._head_input(self.norm(x_BTD)))
+        return self.lm_head(self.head_projection(self.norm(x_BTD)))
 
-    def _head_input(self, h_BTD: torch.Tensor) -> torch.Tensor:
-        """What the (tied) head reads: the normed state, projected or half-swapped by `tied_init` (Su 9698), so a
-        token's own embedding does not dominate its logits at initialisation."""
-        if self.cfg.tied_init == "projection":
-            return self.head_projection(h_BTD)
-        if self.cfg.tied_init == "half_swap":
-            return torch.cat(h_BTD.chunk(2, dim=-1)[::-1], dim=-1)
-        return h_BTD
-
-    # ------------------------------------------------------------------ routed modules (MoE, MoD)
+    # ------------------------------------------------------------------ the trainer's contract (nn/contract.py)
     def aux_loss(self) -> torch.Tensor | None:
         """The sum of the routed modules' auxiliary losses from the last forward, or None when there are none."""
-        losses = [m.aux_loss for m in self._routed if isinstance(m.aux_loss, torch.Tensor)]
+        losses = [m.aux_loss for m in self._routed if m.aux_loss is not None]
         return torch.stack(losses).sum() if losses else None
 
     def routing_stats(self) -> dict[str, float]:
         """Metrics of the last forward, keyed `<layer index>.<module path>.<name>` -> float."""
         out: dict[str, float] = {}
         for name, module in self.named_modules():
-            for key, value in getattr(module, "stats", {}).items():
-                out[f"{name.removeprefix('layers.')}.{key}"] = float(value)
+            if isinstance(module, RoutedModule):
+                for key, value in module.stats.items():
+                    out[f"{name.removeprefix('layers.')}.{key}"] = float(value)
         return out
 
     def after_optimizer_step(self) -> None:
-        for module in self.modules():
-            if module is not self and hasattr(module, "after_optimizer_step"):
-                module.after_optimizer_step()
+        for module in self._routed:
+            module.after_optimizer_step()
 
     def routing_load_buffers(self) -> list[torch.Tensor]:
-        """Per-module load counters (buffers named `load_since_step`) the trainer sums across ranks before
-        `after_optimizer_step`, so balancing sees the global batch."""
-        return [b for name, b in self.named_buffers() if name.rsplit(".", 1)[-1] == "load_since_step"]
+        """The routed modules' load counters, which the trainer sums across ranks before `after_optimizer_step`,
+        so balancing sees the global batch."""
+        return [buffer for module in self._routed for buffer in module.load_buffers()]
 
     def non_causal_reason(self) -> str | None:
         """Why this model's routing looks at other tokens and so cannot sample, or None when it can."""
-        for module in self.modules():
-            reason = module.non_causal_reason() if module is not self and hasattr(module, "non_causal_reason") \
-                else None
-            if reason:
-                return reason
-        return None
+        return next((r for r in (m.non_causal_reason() for m in self._routed) if r), None)
 
     def has_causal_rule(self) -> bool:
         """Whether some module routes differently for sampling (MoD's predictor or router BCE) and every routed
         module can sample: then `use_causal_routing` changes what the model computes."""
-        return self.non_causal_reason() is None and any(hasattr(m, "causal_routing") for m in self.modules())
+        return self.non_causal_reason() is None and any(m.has_causal_rule() for m in self._routed)
 
     def use_causal_routing(self, enabled: bool = True) -> None:
         """Switch routed modules to their causal rule (MoD's predictor) for sampling, or back."""
-        for module in self.modules():
-            if hasattr(module, "causal_routing"):
-                module.causal_routing = enabled
+        for module in self._routed:
+            module.use_causal_routing(enabled)
 
     def new_cache(self, batch: int, max_len: int) -> KVCache:
         p = self.embed.weight
@@ -143,30 +128,9 @@ class TransformerLM(nn.Module):
                        dtype=p.dtype, device=p.device)
 
 
-def _block(cfg: ModelConfig, layer: int) -> nn.Module:
-    """Block `layer`: attention and the FFN kind's module for that layer, wrapped by MoD's router if routed."""
-    block = Block(attention=_attention(cfg, layer), ffn=cfg.ffn.build(cfg.d_model, cfg.ffn_hidden_size, layer),
+def _block(cfg: ModelConfig, layer: int, attention: LayerAttention) -> nn.Module:
+    """Block `layer`: its attention and the FFN kind's module for that layer, as the MoD kind wraps it."""
+    block = Block(attention=attention.build(cfg.d_model, cfg.n_heads, cfg.kv_heads),
+                  ffn=cfg.ffn.build(cfg.d_model, cfg.ffn_hidden_size, layer),
                   d_model=cfg.d_model, norm_eps=cfg.norm_eps)
-    if not cfg.mod.is_routed(layer):
-        return block
-    from isoflop.nn.mod import RoutedBlock
-
-    return RoutedBlock(block, cfg.mod, cfg.d_model)
-
-
-def _attention(cfg: ModelConfig, layer: int = 0) -> Attention:
-    """Plain SDPA attention, the two-pass / unrotated-cache attention of the ReRoPE kinds, or the layout's
-    window / NoPE / ReRoPE attention for block `layer` (nn/layout_config.py)."""
-    if cfg.layout.kind != "full":
-        return _layout_attention(cfg, cfg.layout.layers(cfg.n_layers, cfg.train_length)[layer])
-    if cfg.rope.clipped_window() is None:
-        return Attention(cfg.d_model, cfg.n_heads, cfg.kv_heads)
-    return ReRopeAttention(cfg.d_model, cfg.n_heads, cfg.kv_heads, cfg.rope)
-
-
-def _layout_attention(cfg: ModelConfig, spec: LayerAttention) -> Attention:
-    if spec.rerope_window is not None:  # same q/k/v/o parameters, so a layout's checkpoint loads
-        rope = ReRope(theta=cfg.rope.theta, window=spec.rerope_window, log_n_length=cfg.rope.log_n_length)
-        return ReRopeAttention(cfg.d_model, cfg.n_heads, cfg.kv_heads, rope)
-    return LayoutAttention(cfg.d_model, cfg.n_heads, cfg.kv_heads, window=spec.window, rotate=spec.rotate,
-                           log_n_length=spec.log_n_length)
+    return cfg.mod.wrap(block, cfg.d_model, layer)

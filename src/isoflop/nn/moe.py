@@ -17,13 +17,18 @@ Shape legend
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from isoflop.nn.contract import RoutedModule
 from isoflop.nn.mlp import SwiGLU
-from isoflop.nn.moe_config import ExpertChoice, MoEFFN
-from isoflop.nn.routers import Routing, balance_loss, route, z_loss
+from isoflop.nn.routers import Routing, balance_loss, z_loss
+
+if TYPE_CHECKING:
+    from isoflop.nn.ffn_config import MoEFFN
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -115,12 +120,12 @@ class Experts(nn.Module):
         return torch.cat(outputs) if outputs else x_MD.new_zeros(0, down_nDH.shape[1])
 
 
-class MoE(nn.Module):
-    """The MoE FFN slot. Sets on each forward `aux_loss` (the weighted balance and z losses, or None) and
-    `stats` (detached scalars): load_max_over_mean and load_min_over_mean (router selections per expert over
-    their mean, before capacity dropping), dropped_fraction (assignments dropped by capacity over top_k * N),
-    balance_loss and z_loss (unweighted; balance_loss is absent for expert choice, whose load is balanced by
-    construction)."""
+class MoE(RoutedModule):
+    """The MoE FFN slot (a RoutedModule, nn/contract.py). Sets on each forward `aux_loss` (the weighted balance
+    and z losses, or None) and `stats` (detached scalars): load_max_over_mean and load_min_over_mean (router
+    selections per expert over their mean, before capacity dropping), dropped_fraction (assignments dropped by
+    capacity over top_k * N), balance_loss and z_loss (unweighted; balance_loss is absent for expert choice,
+    whose load is balanced by construction)."""
 
     def __init__(self, cfg: MoEFFN, d_model: int, expert_hidden: int):
         super().__init__()
@@ -137,8 +142,6 @@ class MoE(nn.Module):
         bias = torch.zeros(cfg.experts) if cfg.router.uses_selection_bias else None
         self.register_buffer("selection_bias", bias)  # persistent: resume must select the same experts
         self.register_buffer("load_since_step", torch.zeros(cfg.experts, dtype=torch.long), persistent=False)
-        self.aux_loss: torch.Tensor | None = None
-        self.stats: dict[str, torch.Tensor] = {}
 
     @torch.no_grad()
     def reset_parameters(self, std: float, residual_std: float) -> None:
@@ -156,8 +159,8 @@ class MoE(nn.Module):
         x_ND = x_BTD.reshape(-1, x_BTD.shape[-1])
         with torch.autocast(x_ND.device.type, enabled=False):  # router math in float32 (Fedus et al. 2021)
             logits_NE = F.linear(x_ND.float(), self.router_weight().float())
-            routing = route(self.cfg.router, logits_NE, top_k=self.cfg.top_k,
-                            capacity_factor=self.cfg.capacity_factor, selection_bias_E=self.selection_bias)
+            routing = self.cfg.router.route(logits_NE, top_k=self.cfg.top_k, capacity_factor=self.cfg.capacity_factor,
+                                            selection_bias_E=self.selection_bias)
             self._losses_and_stats(logits_NE, routing)
         out_ND = self._dispatch(x_ND, routing)
         if self.shared is not None:
@@ -215,15 +218,13 @@ class MoE(nn.Module):
         experts' biases stay put, so the routes to them (lifelong expansion's old knowledge) keep their rule."""
         if self.selection_bias is not None and int(self.load_since_step.sum()) > 0:
             load_E = self.load_since_step.to(self.selection_bias.dtype)
-            step_E = self.cfg.router.bias_update_rate * torch.sign(load_E.mean() - load_E)
+            step_E = self.cfg.router.bias_rate() * torch.sign(load_E.mean() - load_E)
             step_E[: self.cfg.frozen_experts] = 0
             self.selection_bias += step_E
         self.load_since_step.zero_()
 
+    def load_buffers(self) -> list[torch.Tensor]:
+        return [self.load_since_step]
+
     def non_causal_reason(self) -> str | None:
-        if isinstance(self.cfg.router, ExpertChoice):
-            return "expert-choice routing picks tokens by comparing them across the batch (not causal)"
-        if self.cfg.capacity_factor is not None:
-            return ("capacity_factor drops tokens depending on the other tokens of the batch (not causal); "
-                    "set model.ffn.capacity_factor=null for dropless routing")
-        return None
+        return self.cfg.non_causal_reason()

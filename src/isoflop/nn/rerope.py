@@ -15,11 +15,15 @@ H head dim.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from isoflop.nn.attention import Attention, KVCache
-from isoflop.nn.rope import RopeConfig
 from isoflop.nn.rotary import Rotary, apply_rotary
+
+if TYPE_CHECKING:
+    from isoflop.nn.rope import RopeConfig
 
 
 class ReRopeAttention(Attention):

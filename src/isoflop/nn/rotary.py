@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from isoflop.nn.rope import RopeConfig
+if TYPE_CHECKING:
+    from isoflop.nn.rope import RopeConfig
 
 
 class Rotary(nn.Module):
@@ -23,6 +25,11 @@ class Rotary(nn.Module):
         inv_freq = torch.tensor(rope.inv_freq(head_dim), dtype=torch.float32)
         # Not persistent: derived from the config, so it is never stale in a checkpoint.
         self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    @torch.no_grad()
+    def reset_frequencies(self) -> None:
+        """Recompute `inv_freq` from the config (after a model built on the meta device is materialised)."""
+        self.inv_freq.copy_(torch.tensor(self.rope.inv_freq(self.head_dim)))
 
     def forward(self, start: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin of shape (length, head_dim) for positions start .. start + length - 1."""

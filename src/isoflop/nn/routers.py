@@ -1,4 +1,5 @@
-"""Routers of the MoE layer: which experts each token meets, with which gate, and the balancing losses.
+"""The routing rules of the MoE layer (torch): which experts each token meets, with which gate, and the
+balancing losses. Each router kind (nn/ffn_config.py) calls its rule from its own `route()`.
 
 Every function here works on the flattened batch and in float32 (the caller passes float32 logits).
 
@@ -16,8 +17,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-
-from isoflop.nn.moe_config import ExpertChoice, RouterConfig, SigmoidBias, SoftmaxTopK
 
 
 @dataclass
@@ -37,31 +36,24 @@ class Routing:
     router needs no balance loss (expert choice)."""
 
 
-def route(router: RouterConfig, logits_NE: torch.Tensor, *, top_k: int, capacity_factor: float | None,
-          selection_bias_E: torch.Tensor | None = None) -> Routing:
-    """Dispatch to the router kind's rule; token choice then applies the capacity factor, if any."""
-    if isinstance(router, ExpertChoice):
-        return expert_choice(logits_NE, router.capacity)
-    if isinstance(router, SoftmaxTopK):
-        routing = softmax_topk(logits_NE, top_k, renormalize=router.renormalize, bias_E=selection_bias_E)
-    elif isinstance(router, SigmoidBias):
-        assert selection_bias_E is not None
-        routing = sigmoid_bias(logits_NE, top_k, selection_bias_E, renormalize=router.renormalize)
-    else:
-        raise NotImplementedError(f"no router rule for kind {router.kind!r}")
-    if capacity_factor is not None:
-        slots = expert_capacity(logits_NE.shape[0], logits_NE.shape[1], top_k, capacity_factor)
-        routing.kept_A = within_capacity(routing.expert_A, logits_NE.shape[1], slots)
-    return routing
-
-
-def _token_major(idx_NK: torch.Tensor, gate_NK: torch.Tensor, probs_NE: torch.Tensor) -> Routing:
+def token_choice_routing(idx_NK: torch.Tensor, gate_NK: torch.Tensor, probs_NE: torch.Tensor) -> Routing:
+    """The Routing of a token-choice rule from each token's K picks and gates, token-major, all kept;
+    `probs_NE` is the distribution the balance loss averages."""
     n, k = idx_NK.shape
     expert_A = idx_NK.reshape(-1)
     token_A = torch.arange(n, device=idx_NK.device).repeat_interleave(k)
     selected_E = torch.bincount(expert_A, minlength=probs_NE.shape[1])
     return Routing(token_A=token_A, expert_A=expert_A, gate_A=gate_NK.reshape(-1),
                    kept_A=torch.ones_like(expert_A, dtype=torch.bool), selected_E=selected_E, probs_NE=probs_NE)
+
+
+def apply_capacity(routing: Routing, logits_NE: torch.Tensor, top_k: int, capacity_factor: float | None) -> Routing:
+    """A token-choice routing with the assignments past each expert's capacity dropped (`kept_A` False);
+    unchanged when `capacity_factor` is None (dropless)."""
+    if capacity_factor is not None:
+        n, e = logits_NE.shape
+        routing.kept_A = within_capacity(routing.expert_A, e, expert_capacity(n, e, top_k, capacity_factor))
+    return routing
 
 
 def softmax_topk(logits_NE: torch.Tensor, top_k: int, *, renormalize: bool,
@@ -81,7 +73,7 @@ def softmax_topk(logits_NE: torch.Tensor, top_k: int, *, renormalize: bool,
         gate_NK = probs_NE.gather(-1, idx_NK)
     if renormalize:
         gate_NK = gate_NK / gate_NK.sum(dim=-1, keepdim=True)
-    return _token_major(idx_NK, gate_NK, probs_NE)
+    return token_choice_routing(idx_NK, gate_NK, probs_NE)
 
 
 def sigmoid_bias(logits_NE: torch.Tensor, top_k: int, bias_E: torch.Tensor, *, renormalize: bool) -> Routing:
@@ -93,7 +85,7 @@ def sigmoid_bias(logits_NE: torch.Tensor, top_k: int, bias_E: torch.Tensor, *, r
     gate_NK = scores_NE.gather(-1, idx_NK)
     if renormalize:
         gate_NK = gate_NK / gate_NK.sum(dim=-1, keepdim=True)
-    return _token_major(idx_NK, gate_NK, scores_NE / scores_NE.sum(dim=-1, keepdim=True))
+    return token_choice_routing(idx_NK, gate_NK, scores_NE / scores_NE.sum(dim=-1, keepdim=True))
 
 
 def expert_choice(logits_NE: torch.Tensor, capacity: float) -> Routing:

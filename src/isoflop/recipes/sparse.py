@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from isoflop.nn.ffn_config import MoEFFN
 from isoflop.nn.mod_config import TopKMoD
-from isoflop.nn.moe_config import MoEFFN
 from isoflop.recipes.baseline import tiny
 from isoflop.train.spec import ExperimentConfig
 

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from isoflop.config import ConfigError, apply_overrides
-from isoflop.nn.moe_config import MoEFFN, SoftmaxTopK
+from isoflop.nn.ffn_config import MoEFFN, SoftmaxTopK
 from isoflop.rundir import RunDir
 from isoflop.rundir.atomic import check_empty_or_absent
 from isoflop.surgery.run_io import read_run, write_run

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from isoflop.config import ConfigError
-from isoflop.nn.moe_config import MoEFFN, RouterConfig
+from isoflop.nn.ffn_config import MoEFFN, RouterConfig
 from isoflop.rundir import RunDir
 from isoflop.rundir.atomic import check_empty_or_absent
 from isoflop.surgery.run_io import read_run, write_run
