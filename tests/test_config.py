@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from typing import ClassVar
 
 import pytest
@@ -92,33 +93,38 @@ def test_unparsable_file_is_one_line_error(tmp_path):
 
 
 def test_every_config_field_has_a_docstring():
-    def walk(cls, seen):
+    """Every field of every config reachable from ExperimentConfig, every member of every variant family met on
+    the way included, carries a docstring (the one `isoflop info` and the docs read)."""
+    from isoflop.cli.tokenizer import M1Training
+    from isoflop.config import Variant
+
+    seen: set = set()
+
+    def walk(cls):
         if cls in seen:
             return
         seen.add(cls)
-        docs = field_docs(cls)
+        docs, hints = field_docs(cls), typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             assert f.name in docs, f"{cls.__name__}.{f.name} has no docstring"
-            for sub in _config_classes(f.type):
-                walk(sub, seen)
+            for sub in _config_classes(hints[f.name]):
+                walk(sub)
+        if issubclass(cls, Variant):
+            for kind in cls.kinds():
+                walk(cls.variant_class(kind))
 
-    from isoflop.config import Variant
-    roots = [ExperimentConfig]
-    seen: set = set()
-    for root in roots:
-        walk(root, seen)
-    for cls in list(seen):
-        if issubclass(cls, Variant) and hasattr(cls, "_members"):
-            for member in cls._members.values():
-                walk(member, seen)
+    for root in (ExperimentConfig, M1Training):
+        walk(root)
+    names = {cls.__name__ for cls in seen}
+    assert {"MoEFFN", "SigmoidBias", "YarnRope", "Hwfa2Layout", "TopKMoD", "TigerConfig", "WSDSchedule",
+            "EqualInfoACTokenizerConfig", "HorizonConfig"} <= names  # the walk reaches nested families
 
 
 def _config_classes(tp):
-    import typing
-
     from isoflop.config import Config
-    hints_args = typing.get_args(tp) or (tp,)
-    return [a for a in hints_args if isinstance(a, type) and issubclass(a, Config)]
+
+    args = typing.get_args(tp) or (tp,)
+    return [a for a in args if isinstance(a, type) and issubclass(a, Config)]
 
 
 def test_valid_keys_follow_kind():
@@ -158,3 +164,15 @@ def test_retired_keys_are_dropped_on_load_and_others_refused():
     assert Knobs.from_dict({"width": 8, "old_knob": 3}).to_dict() == {"width": 8}
     with pytest.raises(ConfigError, match="unknown key"):
         Knobs.from_dict({"wdith": 8})
+
+
+def test_kind_switches_apply_outermost_first_in_any_order():
+    data = ExperimentConfig().to_dict()
+    out = apply_overrides(data, ["model.ffn.router.bias_update_rate=0.01", "model.ffn.router=sigmoid_bias",
+                                 "model.ffn.kind=moe"], ExperimentConfig)
+    router = ExperimentConfig.from_dict(out).model.ffn.router
+    assert router.kind == "sigmoid_bias" and router.bias_update_rate == 0.01
+    out = apply_overrides(data, ["model.ffn.router.kind=expert_choice", "model.ffn.kind=moe"], ExperimentConfig)
+    assert ExperimentConfig.from_dict(out).model.ffn.router.kind == "expert_choice"
+    with pytest.raises(ConfigError, match="unknown config key"):  # no MoE, so no router to switch
+        apply_overrides(data, ["model.ffn.router.kind=expert_choice"], ExperimentConfig)

@@ -172,32 +172,39 @@ def parse_value(text: str) -> Any:
 def apply_overrides(data: dict[str, Any], overrides: list[str], root: type[Config]) -> dict[str, Any]:
     """Apply `a.b.c=value` overrides to a config dict, checking each key against the config tree.
 
-    Setting a variant's `kind` replaces that whole sub-table, since other kinds have other knobs.
-    Kind switches are applied before the other overrides so their order on the command line is free.
+    Setting a variant's `kind` (`model.rope.kind=yarn`, or `model.rope=yarn`: the variant named by its kind
+    alone) replaces that whole sub-table, since other kinds have other knobs. Kind switches are applied first,
+    outer ones before inner ones (`model.ffn.kind=moe` before `model.ffn.router=...`), so the order of the
+    overrides on the command line is free.
     """
     data = json.loads(json.dumps(data))  # deep copy of plain data
-    pairs: list[tuple[str, Any]] = []
+    pending: list[tuple[str, Any]] = []
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(item, "an override is written key.path=value")
-        key = key.strip()
-        if key in _variant_paths(root, data):  # `model.rope=yarn`: a variant named by its kind alone
-            key += ".kind"
-        pairs.append((key, parse_value(value)))
-    pairs.sort(key=lambda kv: not kv[0].endswith(".kind"))
-    for key, value in pairs:
+        pending.append((key.strip(), parse_value(value)))
+    while switches := [(i, path) for i, (key, _) in enumerate(pending)
+                       if (path := _switched_variant(key, root, data)) is not None]:
+        i, path = min(switches, key=lambda s: s[1].count("."))  # the outermost switch first
+        parts = path.split(".")
+        _descend(data, parts[:-1], path)[parts[-1]] = {"kind": pending.pop(i)[1]}
+    for key, value in pending:
         valid = valid_keys(root, data)
-        parts = key.split(".")
-        if parts[-1] == "kind" and ".".join(parts[:-1]) in _variant_paths(root, data):
-            node = _descend(data, parts[:-2], key)
-            node[parts[-2]] = {"kind": value}
-            continue
         if key not in valid:
             raise ConfigError(key, f"unknown config key{did_you_mean(key, sorted(valid), cutoff=0.5)}")
-        node = _descend(data, parts[:-1], key)
-        node[parts[-1]] = value
+        parts = key.split(".")
+        _descend(data, parts[:-1], key)[parts[-1]] = value
     return data
+
+
+def _switched_variant(key: str, root: type[Config], data: dict[str, Any]) -> str | None:
+    """The variant table whose kind `key` sets (`path.kind`, or `path` itself), or None for any other key."""
+    paths = _variant_paths(root, data)
+    if key in paths:
+        return key
+    head, _, last = key.rpartition(".")
+    return head if last == "kind" and head in paths else None
 
 
 def valid_keys(root: type[Config], data: dict[str, Any] | None = None) -> set[str]:
