@@ -174,3 +174,19 @@ def test_softmax_second_expansion_keeps_outputs_or_says_it_may_not(moe_run, tmp_
     assert _expand(moved, tmp_path / "third", new_corpus) == 0
     assert json.loads((tmp_path / "third" / "expand.json").read_text())["softmax_order_may_change"]
     assert "note: the old experts' selection biases differ" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("router, needle", [
+    (["model.ffn.router.kind=expert_choice"], "model.ffn.router.kind: expert-choice routing lets experts pick"),
+    (["model.ffn.router.renormalize=false"], "model.ffn.router.renormalize: un-renormalised softmax gates"),
+])
+def test_routers_that_cannot_keep_new_experts_out_are_refused(tmp_path, corpus_dir, cache_dir, capsys, router,
+                                                               needle):
+    """The router kind answers whether it can keep new experts out (RouterConfig.entering): expert choice has no
+    selection bias, and un-renormalised softmax gates would change with the new rows."""
+    cfg = load_experiment("tiny", tiny_overrides(corpus_dir, 2) + MOE + router)
+    run_training(cfg, tmp_path / "src", stream=open("/dev/null", "w"))
+    capsys.readouterr()
+    assert main(["expand", str(tmp_path / "src"), "--out", str(tmp_path / "x"), "--new-experts", "1"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and needle in err and not (tmp_path / "x").exists()

@@ -11,6 +11,7 @@ a variant family under `model.ffn.router.kind`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -100,6 +101,9 @@ class RouterConfig(Variant, family=True):
 
     #: True when the selection of a token depends only on that token (needed for sampling)
     token_choice: ClassVar[bool] = True
+    #: True when every expert's router row takes a share of each token's scores (softmax): new rows then scale
+    #: the old experts' scores, which can reorder old experts whose selection biases differ (surgery/expand.py)
+    shares_scores: ClassVar[bool] = False
 
     def route(self, logits_NE: Tensor, *, top_k: int, capacity_factor: float | None = None,
               selection_bias_E: Tensor | None = None) -> Routing:
@@ -127,6 +131,12 @@ class RouterConfig(Variant, family=True):
         """Hugging Face's `norm_topk_prob` of this router; ConfigError when no HF MoE class routes this way."""
         raise ConfigError("kind", f"Mixtral and Qwen2-MoE route by softmax top-k; no Hugging Face class holds "
                                   f"{self.kind!r}")
+
+    def entering(self, rate: float) -> RouterConfig:
+        """This router for lifelong expansion (surgery/expand.py): new experts enter through a selection bias
+        that starts below every old one and moves by `rate` per step. ConfigError (the problem, keyed relative to
+        this config) when the kind cannot keep new experts out until then."""
+        raise ConfigError("kind", f"{self.kind!r} routing has no selection bias to keep new experts out")
 
 
 @config
@@ -160,6 +170,14 @@ class SoftmaxTopK(RouterConfig):
 
     def bias_rate(self) -> float:
         return self.bias_update_rate
+
+    shares_scores: ClassVar[bool] = True
+
+    def entering(self, rate: float) -> RouterConfig:
+        if not self.renormalize:
+            raise ConfigError("renormalize", "un-renormalised softmax gates would change with the new experts' "
+                                             "share of the softmax; expansion needs renormalize=true")
+        return dataclasses.replace(self, bias_update_rate=rate)
 
     def hf_norm_topk_prob(self) -> bool:
         if self.uses_selection_bias:
@@ -200,6 +218,9 @@ class SigmoidBias(RouterConfig):
     def bias_rate(self) -> float:
         return self.bias_update_rate
 
+    def entering(self, rate: float) -> RouterConfig:
+        return self  # its own bias already moves every step; sigmoid scores are per expert, so nothing reorders
+
 
 @config
 class ExpertChoice(RouterConfig):
@@ -226,6 +247,10 @@ class ExpertChoice(RouterConfig):
 
     def non_causal_reason(self) -> str | None:
         return "expert-choice routing picks tokens by comparing them across the batch (not causal)"
+
+    def entering(self, rate: float) -> RouterConfig:
+        raise ConfigError("kind", "expert-choice routing lets experts pick tokens: it has no selection bias to "
+                                  "keep new experts out")
 
 
 # ----------------------------------------------------------------------------- the MoE FFN

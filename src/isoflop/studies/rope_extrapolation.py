@@ -99,12 +99,12 @@ def measure_lengths(run_dir: Path, kinds: dict[str, Callable[[int], list[str]]],
     cfg = load_config(run_dir)
     eval_set = EvalSet.of(prepare_shards(cfg.data), cfg.model_config.vocab_size)
     micro = cfg.train.micro_batch_size or cfg.train.batch_size
-    theta = getattr(cfg.model.rope, "theta", None)
+    theta = cfg.model.rope.theta
     out = []
     for label, overrides_at in kinds.items():
         for length in lengths:
             overrides = overrides_at(length)
-            if any(o.startswith("model.rope.kind=") for o in overrides) and theta is not None:  # keep the base
+            if any(o.startswith("model.rope.kind=") for o in overrides) :  # keep the base
                 overrides = overrides + [f"model.rope.theta={theta}"]
             model = load_model(run_dir, overrides=overrides)
             batch = batch_size_at(length, micro_batch=micro, train_seq_len=cfg.data.seq_len)
@@ -174,7 +174,7 @@ class RopeExtrapolation(Study):
         record = run_dirs["rope"].read_record()
         setting = (f"{'SMOKE (seconds-long, not a measurement): ' if smoke else ''}one model (d_model {m.d_model}, "
                    f"{m.n_layers} layers, {m.n_heads} heads, head_dim {m.head_dim}, RoPE theta "
-                   f"{getattr(m.rope, 'theta', 'n/a')}), {cfg.data.tokenizer.kind} tokenizer on `{cfg.data.corpus}`, "
+                   f"{m.rope.theta:g}), {cfg.data.tokenizer.kind} tokenizer on `{cfg.data.corpus}`, "
                    f"trained at seq_len {T} for {record.D_tokens:,} tokens (final val loss "
                    f"{record.val_loss:.4f}). Each length is scored on the same "
                    f"~{records[0]['val_tokens']:,} validation tokens (the split's first windows); loss in nats per "

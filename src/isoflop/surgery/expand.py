@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from isoflop.config import ConfigError, apply_overrides
-from isoflop.nn.ffn_config import MoEFFN, SoftmaxTopK
+from isoflop.nn.ffn_config import MoEFFN
 from isoflop.rundir import RunDir
 from isoflop.rundir.atomic import check_empty_or_absent
 from isoflop.surgery.run_io import read_run, write_run
@@ -72,7 +72,7 @@ def expand(run_dir: str | Path, out_dir: str | Path, *, new_experts: int, freeze
         if name.endswith("ffn.selection_bias"):
             layer, old_bias = name.removesuffix(".ffn.selection_bias"), bias_E[:-new_experts]
             record["entry_bias"][layer] = float(bias_E[-1])
-            if isinstance(old.router, SoftmaxTopK) and _close_unequal(old_bias):
+            if old.router.shares_scores and _close_unequal(old_bias):
                 record["softmax_order_may_change"] = True  # see the module docstring
     write_run(out, cfg, tokenizer_dir=RunDir(src).tokenizer_dir, step=0, model_state=model.state_dict(),
               optim_state=None, loader_state={"next_batch": 0}, surgery="expand", record=record)
@@ -84,12 +84,10 @@ def _check_source(cfg: ExperimentConfig, src: Path) -> MoEFFN:
     if not isinstance(ffn, MoEFFN):
         raise ConfigError(str(src), f"has model.ffn.kind={ffn.kind!r}; expansion needs an MoE run "
                                     "(`isoflop upcycle` makes one from a dense run)")
-    if ffn.router.kind == "expert_choice":
-        raise ConfigError(str(src), "uses expert-choice routing, whose experts pick tokens: it has no selection "
-                                    "bias to keep new experts out")
-    if isinstance(ffn.router, SoftmaxTopK) and not ffn.router.renormalize:
-        raise ConfigError(str(src), "uses un-renormalised softmax gates, which new experts would change; "
-                                    "expansion needs model.ffn.router.renormalize=true")
+    try:
+        ffn.router.entering(1.0)
+    except ConfigError as e:
+        raise ConfigError(str(src), f"model.ffn.router.{e.key}: {e.problem}") from None
     if ffn.noop_experts:
         raise ConfigError(str(src), "has no-op experts; expansion does not support them")
     return ffn
@@ -97,9 +95,7 @@ def _check_source(cfg: ExperimentConfig, src: Path) -> MoEFFN:
 
 def _expanded_config(old_cfg: ExperimentConfig, old: MoEFFN, src: Path, *, new_experts: int, freeze_old: bool,
                      distill: float, entry_rate: float, steps: int, overrides: list[str]) -> ExperimentConfig:
-    router = old.router
-    if isinstance(router, SoftmaxTopK):
-        router = replace(router, bias_update_rate=entry_rate)
+    router = old.router.entering(entry_rate)
     frozen = old.experts if freeze_old else old.frozen_experts
     ffn = replace(old, experts=old.experts + new_experts, frozen_experts=frozen, router=router)
     tokenizer = replace(old_cfg.data.tokenizer, path=str(RunDir(src).tokenizer_dir))
