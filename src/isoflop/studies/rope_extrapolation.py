@@ -104,7 +104,7 @@ def measure_lengths(run_dir: Path, kinds: dict[str, Callable[[int], list[str]]],
     for label, overrides_at in kinds.items():
         for length in lengths:
             overrides = overrides_at(length)
-            if any(o.startswith("model.rope.kind=") for o in overrides) :  # keep the base
+            if any(o.startswith("model.rope.kind=") for o in overrides):  # keep the base
                 overrides = overrides + [f"model.rope.theta={theta}"]
             model = load_model(run_dir, overrides=overrides)
             batch = batch_size_at(length, micro_batch=micro, train_seq_len=cfg.data.seq_len)
