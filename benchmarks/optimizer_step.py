@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
-    cfg = get_recipe(args.recipe).model_config
+    cfg = get_recipe(args.recipe).resolved_model
     torch.manual_seed(0)
     setups = {}
     for kind in ("adamw", "lion", "tiger"):

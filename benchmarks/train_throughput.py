@@ -93,7 +93,7 @@ def timed_steps(model: nn.Module, optimizer, batch: torch.Tensor, precision: str
 
 def measure(recipe: str, precision: str, rounds: int, steps: int) -> dict:
     cfg = get_recipe(recipe)
-    m = cfg.model_config
+    m = cfg.resolved_model
     torch.manual_seed(0)
     ours = m.build()
     plain = PlainLlama(m.vocab_size, m.d_model, m.n_layers, m.n_heads, m.kv_heads, m.ffn_hidden_size,

@@ -136,7 +136,7 @@ def test_valid_keys_follow_kind():
 def test_model_vocab_resolves_from_tokenizer():
     cfg = ExperimentConfig()
     assert cfg.model.vocab_size is None
-    assert cfg.model_config.vocab_size % 64 == 0 and cfg.model_config.vocab_size >= cfg.data.tokenizer.vocab_size
+    assert cfg.resolved_model.vocab_size % 64 == 0 and cfg.resolved_model.vocab_size >= cfg.data.tokenizer.vocab_size
     with pytest.raises(ValueError):
         ModelConfig().build()
 

@@ -221,7 +221,7 @@ def test_training_on_a_saved_tokenizer(tok, tmp_path, corpus_dir, cache_dir) -> 
     overrides = tiny_overrides(corpus_dir, steps=4) + [f"data.tokenizer.kind={kind}",
                                                        f"data.tokenizer.path={tmp_path / 'tok'}"]
     cfg = load_experiment("tiny", overrides)
-    assert cfg.model_config.vocab_size >= tok.vocab_size
+    assert cfg.resolved_model.vocab_size >= tok.vocab_size
     with open(os.devnull, "w") as devnull:
         record = run_training(cfg, tmp_path / "run", stream=devnull)
     assert load_saved_tokenizer(tmp_path / "run" / "tokenizer").fingerprint() == tok.fingerprint()

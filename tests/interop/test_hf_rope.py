@@ -149,7 +149,7 @@ def test_a_dynamic_rope_run_trained_at_seq_len_64_exports_with_equal_logits(tmp_
                                                        "model.rope.factor=4.0"]
     cfg = load_experiment("tiny", overrides)
     assert cfg.model.rope.original_max_position_embeddings is None
-    assert cfg.model_config.rope == DynamicNtkRope(factor=4.0, original_max_position_embeddings=64)
+    assert cfg.resolved_model.rope == DynamicNtkRope(factor=4.0, original_max_position_embeddings=64)
     with open(os.devnull, "w") as devnull:
         run_training(cfg, tmp_path / "run", stream=devnull)
     from isoflop.rundir import RunDir

@@ -35,7 +35,7 @@ def test_param_groups_equal_built_model(shape):
 
 def test_every_recipe_counts_equal_model():
     for name, recipe in RECIPES.items():
-        cfg = recipe().model_config
+        cfg = recipe().resolved_model
         if param_groups(cfg).total > 30_000_000:
             with torch.device("meta"):
                 model = cfg.build()

@@ -193,7 +193,7 @@ def test_hwfa_needs_the_training_length():
 
 def test_trainer_run_and_eval_at_longer_lengths(tmp_path, corpus_dir, cache_dir, capsys):
     cfg = load_experiment("tiny", tiny_overrides(corpus_dir, steps=4) + ["model.layout.kind=hwfa"])
-    assert cfg.model_config.train_length == 32  # resolved from data.seq_len
+    assert cfg.resolved_model.train_length == 32  # resolved from data.seq_len
     run = tmp_path / "run"
     with open(os.devnull, "w") as devnull:
         record = run_training(cfg, run, stream=devnull)

@@ -144,7 +144,7 @@ def test_optim_kind_builds_from_recipe(kind):
 
     cfg = load_experiment("tiny", [f"optim.kind={kind}", "optim.lr=2e-4"])
     assert cfg.optim.kind == kind and cfg.optim.lr == 2e-4
-    model = cfg.model_config.build()
+    model = cfg.resolved_model.build()
     opt = cfg.optim.build(model)
     assert isinstance(opt, Lion if kind == "lion" else Tiger)
     ids = [id(p) for g in opt.param_groups for p in g["params"]]

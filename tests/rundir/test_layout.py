@@ -35,7 +35,7 @@ def test_the_fixture_model_loads_and_scores_its_final_loss():
     from isoflop.train.artifacts import load_config, load_model
 
     cfg = load_config(FIXTURE)
-    assert cfg.model_config.vocab_size == 257
+    assert cfg.resolved_model.vocab_size == 257
     model = load_model(FIXTURE)
     tokens_BT = torch.arange(32).view(2, 16)
     with torch.no_grad():

@@ -95,10 +95,10 @@ def test_report_rows_and_plot(smoke_report):
     rows = {r["method"]: r for r in results["rows"]}
     assert list(rows) == [m.label for m in methods(SMOKE.vocab)]
     assert rows["Bytes"]["bytes_per_token"] == 1.0 and rows["Bytes"]["uniform_bpb"] == 8.0
-    m1 = load_config(smoke_report / "m1").model_config
+    m1 = load_config(smoke_report / "m1").resolved_model
     from isoflop.nn.counting import param_groups
 
-    m2 = param_groups(load_config(smoke_report / "runs" / "bytes").model_config).non_embedding
+    m2 = param_groups(load_config(smoke_report / "runs" / "bytes").resolved_model).non_embedding
     for method in methods(SMOKE.vocab):  # FLOPs/byte: 2N per token over bytes/token (+ 2 N_M1 per byte)
         row = rows[method.label]
         expected = 2 * m2 / row["bytes_per_token"] + ("path" in method.tokenizer) * 2 * param_groups(m1).non_embedding

@@ -60,7 +60,7 @@ def test_sparse_runs_spend_the_dense_runs_training_flops(tmp_path, smoke):
     assert list(runs) == ["dense", "moe", "mod", "mode"]
 
     def per_step(cfg):  # recounted here: tokens a step times the config's training FLOPs a token
-        return cfg.train.batch_size * cfg.data.seq_len * flops_per_token(cfg.model_config, cfg.data.seq_len).training
+        return cfg.train.batch_size * cfg.data.seq_len * flops_per_token(cfg.resolved_model, cfg.data.seq_len).training
 
     budget = runs["dense"].train.horizon.steps * per_step(runs["dense"])
     for cfg in runs.values():  # each within half a step of the dense run's FLOPs

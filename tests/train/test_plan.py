@@ -23,10 +23,10 @@ def test_each_horizon_unit_resolves_to_whole_steps():
     assert resolve_plan(_cfg("train.horizon.steps=7")).steps == 7
     assert resolve_plan(_cfg(f"train.horizon.tokens={10 * tokens_per_step + 1}")).steps == 11  # rounded up
     cfg = _cfg("train.horizon.flops=1e12")
-    per_token = flops_per_token(cfg.model_config, 256).training
+    per_token = flops_per_token(cfg.resolved_model, 256).training
     assert resolve_plan(cfg).steps == math.ceil(1e12 / (per_token * tokens_per_step))
     cfg = _cfg("train.horizon.tokens_per_param=20")
-    n_total = param_groups(cfg.model_config).total
+    n_total = param_groups(cfg.resolved_model).total
     plan = resolve_plan(cfg)
     assert plan.steps == math.ceil(20 * n_total / tokens_per_step)
     assert plan.tokens >= 20 * n_total > plan.tokens - tokens_per_step

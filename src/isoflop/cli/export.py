@@ -26,13 +26,13 @@ def export(args: argparse.Namespace) -> int:
     check_empty_or_absent(out)
     cfg = load_config(run)
     try:
-        hf_architecture(cfg.model_config)  # refuse what no class holds before reading any weights
+        hf_architecture(cfg.resolved_model)  # refuse what no class holds before reading any weights
     except ValueError as e:
         raise ConfigError(str(run), str(e)) from None
     model = load_model(run, step=args.step)
     try:
         # Llama for dense FFNs, Mixtral or Qwen2-MoE for MoE ones (interop/hf_moe.py)
-        arch = export_hf(cfg.model_config, model.state_dict(), out, max_position_embeddings=cfg.data.seq_len)
+        arch = export_hf(cfg.resolved_model, model.state_dict(), out, max_position_embeddings=cfg.data.seq_len)
     except ValueError as e:
         raise ConfigError(str(run), str(e)) from None
     print(f"exported {run} to {out} ({arch})")

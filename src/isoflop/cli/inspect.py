@@ -55,7 +55,7 @@ def eval_run(args: argparse.Namespace) -> int:
     n_batches = args.batches or cfg.eval.batches
     if n_batches < 1:
         raise ConfigError("--batches", f"must be positive, got {n_batches}")
-    eval_set = EvalSet.of(prepare_shards(cfg.data), cfg.model_config.vocab_size)
+    eval_set = EvalSet.of(prepare_shards(cfg.data), cfg.resolved_model.vocab_size)
     micro = cfg.train.micro_batch_size or cfg.train.batch_size
     if seq_lens is not None:
         return _eval_lengths(args, run.path, step, cfg, model, eval_set, seq_lens, micro, n_batches)

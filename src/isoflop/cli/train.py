@@ -73,7 +73,7 @@ def info(args: argparse.Namespace) -> int:
     plan = resolve_plan(cfg, args.world_size)
     if args.plot_schedule is not None:
         plot_schedule(cfg, plan.steps, args.plot_schedule)
-    model = cfg.model_config
+    model = cfg.resolved_model
     out = {
         "params": param_groups(model).to_dict(),
         "flops_per_token": flops_per_token(model, cfg.data.seq_len).to_dict(),

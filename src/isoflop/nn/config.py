@@ -30,7 +30,7 @@ class ModelConfig(Config):
 
     vocab_size: int | None = None
     """Rows of the embedding and output head. None: the tokenizer's vocabulary rounded up to a multiple of 64
-    (resolved by ExperimentConfig.model_config; a model is only built from a resolved config)."""
+    (resolved by ExperimentConfig.resolved_model; a model is only built from a resolved config)."""
     d_model: int = 256
     """Width of the residual stream."""
     n_layers: int = 4
@@ -52,7 +52,7 @@ class ModelConfig(Config):
     (nn/layout_config.py)."""
     train_length: int | None = None
     """The sequence length the model was trained at (N of HWFA's window rule and log-n, and the original length
-    of the dynamic / yarn / llama3 RoPE unless set there). None: resolved by ExperimentConfig.model_config from
+    of the dynamic / yarn / llama3 RoPE unless set there). None: resolved by ExperimentConfig.resolved_model from
     data.seq_len, like vocab_size."""
     tie_embeddings: bool = False
     """Share the token embedding with the output head (Press & Wolf 2017)."""
@@ -117,5 +117,5 @@ class ModelConfig(Config):
         from isoflop.nn.model import TransformerLM
 
         if self.vocab_size is None:
-            raise ValueError("model.vocab_size is unresolved; build from ExperimentConfig.model_config")
+            raise ValueError("model.vocab_size is unresolved; build from ExperimentConfig.resolved_model")
         return TransformerLM(self)

@@ -93,7 +93,7 @@ class _HybridLayout(AttentionLayout):
             return self.window
         if train_length is None:
             raise ConfigError("train_length", f"layout {self.kind!r} with window=None needs the training length N "
-                                              "(resolved from data.seq_len by ExperimentConfig.model_config)")
+                                              "(resolved from data.seq_len by ExperimentConfig.resolved_model)")
         n_window = n_layers - self.full_layers
         return max(1, int((self.alpha * train_length - 1) // n_window) + 1)
 

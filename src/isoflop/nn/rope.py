@@ -219,7 +219,7 @@ class _TrainLengthRope(RopeConfig):
         if self.original_max_position_embeddings is None:
             raise ConfigError("original_max_position_embeddings",
                               f"rope kind {self.kind!r} measures its scaling against the training length, which is "
-                              "unset: set model.train_length (ExperimentConfig.model_config sets it from "
+                              "unset: set model.train_length (ExperimentConfig.resolved_model sets it from "
                               "data.seq_len) or this key")
         return self.original_max_position_embeddings
 

@@ -167,13 +167,13 @@ class CompressedText(Study):
         sizes = SMOKE if smoke else FULL
         out = next(iter(run_dirs.values())).path.parent.parent
         m1_cfg = load_config(out / "m1")
-        m1_non_embedding = param_groups(m1_cfg.model_config).non_embedding
+        m1_non_embedding = param_groups(m1_cfg.resolved_model).non_embedding
         rows, points, curves = [], [], {}
         for method in methods(sizes.vocab):
             run = run_dirs[method.name]
             cfg, record = load_config(run.path), run.read_record()
             score = score_validation(run.path)
-            n_params = param_groups(cfg.model_config).non_embedding
+            n_params = param_groups(cfg.resolved_model).non_embedding
             runs_m1 = "path" in method.tokenizer
             flops = 2 * n_params / score["bytes_per_token"] + (2 * m1_non_embedding if runs_m1 else 0)
             rows.append({"method": method.label, "vocab": score["vocab_size"],

@@ -97,7 +97,7 @@ def measure_lengths(run_dir: Path, kinds: dict[str, Callable[[int], list[str]]],
     from isoflop.train.evaluate import EvalSet, batch_size_at, evaluate_run
 
     cfg = load_config(run_dir)
-    eval_set = EvalSet.of(prepare_shards(cfg.data), cfg.model_config.vocab_size)
+    eval_set = EvalSet.of(prepare_shards(cfg.data), cfg.resolved_model.vocab_size)
     micro = cfg.train.micro_batch_size or cfg.train.batch_size
     theta = cfg.model.rope.theta
     out = []

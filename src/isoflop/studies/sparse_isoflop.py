@@ -40,7 +40,7 @@ def flops_per_step(cfg: ExperimentConfig) -> float:
     """Training FLOPs of one optimizer step on one process: tokens per step times training FLOPs per token."""
     from isoflop.nn.counting import flops_per_token
 
-    return cfg.train.batch_size * cfg.data.seq_len * flops_per_token(cfg.model_config, cfg.data.seq_len).training
+    return cfg.train.batch_size * cfg.data.seq_len * flops_per_token(cfg.resolved_model, cfg.data.seq_len).training
 
 
 def _smoke(cfg: ExperimentConfig) -> ExperimentConfig:

@@ -60,7 +60,7 @@ def expand(run_dir: str | Path, out_dir: str | Path, *, new_experts: int, freeze
     cfg = _expanded_config(old_cfg, old, src, new_experts=new_experts, freeze_old=freeze_old, distill=distill,
                            entry_rate=entry_rate, steps=extra, overrides=overrides or [])
     torch.manual_seed(seed)  # the new experts' initialisation
-    model = cfg.model_config.build()
+    model = cfg.resolved_model.build()
     new_state = map_weights(model.state_dict(), old_state, n_old=old.experts, n_new=new_experts,
                             frozen=cfg.model.ffn.frozen_experts)
     model.load_state_dict(new_state, strict=True)

@@ -53,7 +53,7 @@ def upcycle(run_dir: str | Path, out_dir: str | Path, *, experts: int, top_k: in
                   train=replace(dense_cfg.train, horizon=horizon))
 
     torch.manual_seed(seed)  # the routers' initialisation: the only new weights
-    model = cfg.model_config.build()
+    model = cfg.resolved_model.build()
     new_state, converted = map_weights(model.state_dict(), dense_state, noise=noise, seed=seed)
     model.load_state_dict(new_state, strict=True)
     optim_state = None

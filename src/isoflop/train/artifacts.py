@@ -26,7 +26,7 @@ def load_model(run_dir: str | Path, *, device: str = "cpu", step: int | None = N
     config the model is built from (say a RoPE kind switched at eval time); the weights must still fit."""
     cfg = load_config(run_dir, overrides)
     model_state, _, _ = checkpoint.load(RunDir(run_dir).checkpoint(step), with_optimizer=False)
-    model = cfg.model_config.build()
+    model = cfg.resolved_model.build()
     model.load_state_dict(model_state, strict=True)
     return model.to(device).eval()
 

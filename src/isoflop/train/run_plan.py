@@ -44,7 +44,7 @@ class RunPlan:
 def resolve_plan(cfg: ExperimentConfig, world_size: int = 1) -> RunPlan:
     """The plan of `cfg` on `world_size` data-parallel ranks; ConfigError when the batch does not split."""
     t = cfg.train
-    model = cfg.model_config
+    model = cfg.resolved_model
     seq_len = cfg.data.seq_len
     if t.batch_size % world_size:
         raise ConfigError("train.batch_size", f"{t.batch_size} does not split over {world_size} ranks")

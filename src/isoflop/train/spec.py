@@ -158,7 +158,7 @@ class ExperimentConfig(Config):
                 f"{self.model.vocab_size} is smaller than the tokenizer's vocabulary ({tok_vocab})")
 
     @property
-    def model_config(self) -> ModelConfig:
+    def resolved_model(self) -> ModelConfig:
         """The model config with vocab_size resolved (as given, or the tokenizer's padded to VOCAB_MULTIPLE) and
         train_length resolved (as given, or data.seq_len)."""
         model = self.model

@@ -63,7 +63,7 @@ class Trainer:
     def build(self) -> None:
         cfg, t, ctx = self.cfg, self.cfg.train, self.ctx
         torch.manual_seed(t.seed)
-        self.raw_model = cfg.model_config.build().to(ctx.device)
+        self.raw_model = cfg.resolved_model.build().to(ctx.device)
         built = sum(p.numel() for p in self.raw_model.parameters())
         assert built == self.plan.params["total"], f"counting says {self.plan.params['total']} parameters, model has {built}"
         self.model = parallel.parallelize(self.raw_model, ctx, strategy=t.parallel, compile=t.compile)
@@ -72,7 +72,7 @@ class Trainer:
                                   global_batch=self.plan.global_batch, seed=t.seed, rank=ctx.rank,
                                   world_size=ctx.world_size,
                                   bos_id=self.data.tokenizer.eot_id if cfg.data.bos_at_window_start else None)
-        self.val_set = EvalSet.of(self.data, cfg.model_config.vocab_size)
+        self.val_set = EvalSet.of(self.data, cfg.resolved_model.vocab_size)
         self.extra_sets = self._extra_eval_sets()
         # a model whose training routing differs from its sampling routing (MoD with a predictor or router BCE)
         # is also scored with the causal rule. Not under FSDP: that rule runs the routed block once per sequence
@@ -91,7 +91,7 @@ class Trainer:
             data_cfg = replace(cfg.data, corpus=corpus, tokenizer=replace(cfg.data.tokenizer, path=saved))
             with parallel.main_first(self.ctx):
                 extra: PreparedData = prepare_shards(data_cfg, progress=self._say if self.console else None)
-            sets[name] = EvalSet.of(extra, cfg.model_config.vocab_size)
+            sets[name] = EvalSet.of(extra, cfg.resolved_model.vocab_size)
         return sets
 
     def _distillation(self) -> Any:
