@@ -14,7 +14,7 @@ from isoflop.science import optimize
 from isoflop.science.bootstrap import Bootstrap
 from isoflop.science.errors import ScienceError
 from isoflop.science.examples import CHINCHILLA, chinchilla
-from isoflop.science.fit import KEYS, Approach3, hoffmann_grid, prepare
+from isoflop.science.fit import KEYS, Approach3, hoffmann_grid, validated_points
 from isoflop.science.laws import PRESETS, ChinchillaLaw
 from isoflop.science.objective import Objective
 
@@ -181,7 +181,7 @@ def test_fit_result_and_input_checks():
     assert set(KEYS) <= set(out)
     assert out["log_A"] == pytest.approx(np.log(fit.law.A)) and out["law"] == "chinchilla"
     assert fit.law == ChinchillaLaw.from_log(*fit.detail.theta)
-    kept = prepare(N, D, L, drop_highest=3)[2]
+    kept = validated_points(N, D, L, drop_highest=3)[2]
     assert np.all(kept < np.sort(L)[-3]) and len(kept) == 117
     for bad, word in [((N, D, -L), "L"), ((N[:-1], D, L), "D"), ((N * np.nan, D, L), "N"),
                       ((N[:4], D[:4], L[:4]), "at least 5")]:

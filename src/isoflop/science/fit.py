@@ -50,7 +50,7 @@ def hoffmann_grid() -> np.ndarray:
     return np.array(list(itertools.product(ab, ab, e, ex, ex)))
 
 
-def prepare(N: Any, D: Any, L: Any, drop_highest: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def validated_points(N: Any, D: Any, L: Any, drop_highest: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Validated 1-D float arrays, with the `drop_highest` highest-loss runs removed as Epoch AI do
     (`nr_of_models_excluded` in data_analysis.ipynb): keep the runs whose loss is strictly below the
     drop_highest-th largest, so ties at the cut all go."""
@@ -132,7 +132,7 @@ class Approach3:
         return make_objective(N, D, L, self.loss, self.delta, self.reduction, self.scale, self.weight, counts)
 
     def fit(self, N: Any, D: Any, L: Any) -> ScalingFit:
-        N, D, L = prepare(N, D, L, self.drop_highest)
+        N, D, L = validated_points(N, D, L, self.drop_highest)
         detail, success, message = self._point(self.objective(N, D, L))
         law = ChinchillaLaw.from_log(*detail.theta)
         intervals = None if self.bootstrap is None else self._resample(N, D, L, detail.theta)
