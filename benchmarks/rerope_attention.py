@@ -20,7 +20,8 @@ import torch
 
 from isoflop.nn.attention import Attention
 from isoflop.nn.rerope import ReRopeAttention
-from isoflop.nn.rope import DefaultRope, ReRope
+from isoflop.nn.rope import DefaultRope
+from isoflop.nn.rope_clipped import ReRope
 from isoflop.nn.rotary import Rotary
 
 

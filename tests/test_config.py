@@ -176,3 +176,36 @@ def test_kind_switches_apply_outermost_first_in_any_order():
     assert ExperimentConfig.from_dict(out).model.ffn.router.kind == "expert_choice"
     with pytest.raises(ConfigError, match="unknown config key"):  # no MoE, so no router to switch
         apply_overrides(data, ["model.ffn.router.kind=expert_choice"], ExperimentConfig)
+
+
+def test_every_variant_family_finds_all_its_kinds_from_its_own_module():
+    """In a fresh interpreter that imports only the module defining a family, `kinds()` lists every member
+    defined anywhere in the package: a member in a module the family does not name (`members=`) would be
+    missing, which is how a kind in a new file silently fails to register."""
+    import subprocess
+    import sys
+
+    code = """
+import importlib, inspect, json, pkgutil, sys
+import isoflop
+from isoflop.config import Variant
+families = {}
+for info in pkgutil.walk_packages(isoflop.__path__, "isoflop."):
+    if info.name.endswith("__main__"):
+        continue
+    module = importlib.import_module(info.name)
+    for _, cls in inspect.getmembers(module, inspect.isclass):
+        if issubclass(cls, Variant) and "_members" in cls.__dict__:
+            families[f"{cls.__module__}:{cls.__qualname__}"] = cls.kinds()
+print(json.dumps(families))
+"""
+    everything = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                           check=True).stdout)
+    assert len(everything) >= 9  # FFN, router, MoD, RoPE, layout, tied head, optimizer, schedule, tokenizer
+    for family, kinds in everything.items():
+        module, name = family.split(":")
+        alone = f"import importlib, json; cls = getattr(importlib.import_module({module!r}), {name!r}); " \
+                "print(json.dumps(cls.kinds()))"
+        found = json.loads(subprocess.run([sys.executable, "-c", alone], capture_output=True, text=True,
+                                          check=True).stdout)
+        assert found == kinds, family

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import importlib
 import inspect
 import json
 import math
@@ -83,28 +84,39 @@ class Config:
 
 
 class Variant(Config):
-    """A member of a variant family. Families are declared `class X(Variant, family=True)`."""
+    """A member of a variant family. Families are declared `class X(Variant, family=True)`; a member registers
+    when its class is defined. A family whose members live in other modules names them,
+    `class X(Variant, family=True, members=("pkg.mod", ...))`: they are imported at the first lookup, so no
+    module needs to import its own members at its bottom (an import cycle) and none is forgotten."""
 
     kind: ClassVar[str] = ""
     default_kind: ClassVar[str] = ""
     _members: ClassVar[Registry[type]]
+    _member_modules: ClassVar[tuple[str, ...]] = ()
 
-    def __init_subclass__(cls, family: bool = False, **kw: Any):
+    def __init_subclass__(cls, family: bool = False, members: tuple[str, ...] = (), **kw: Any):
         super().__init_subclass__(**kw)
         if family:
             cls._members = Registry("kind", unknown="unknown kind", sort_choices=True)
+            cls._member_modules = members
         elif cls.__dict__.get("kind"):
             cls._members.register(cls.kind, cls)
+
+    @classmethod
+    def _registry(cls) -> Registry[type]:
+        for module in cls._member_modules:  # already imported ones are a dictionary lookup
+            importlib.import_module(module)
+        return cls._members
 
     @classmethod
     def variant_class(cls, kind: Any) -> type:
         if not isinstance(kind, str):
             raise ConfigError("kind", f"expected a kind name, got {kind!r}; choose from {', '.join(cls.kinds())}")
-        return cls._members.get(kind, key="kind")
+        return cls._registry().get(kind, key="kind")
 
     @classmethod
     def kinds(cls) -> list[str]:
-        return sorted(cls._members.names())
+        return sorted(cls._registry().names())
 
 
 def field_docs(cls: type) -> dict[str, str]:

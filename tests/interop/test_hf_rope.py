@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from isoflop.interop.hf import export_llama, import_llama, model_config_from_llama
-from isoflop.nn.rope import DynamicNtkRope, LinearRope, Llama3Rope, NtkRope, YarnRope
+from isoflop.nn.rope import LinearRope, NtkRope
+from isoflop.nn.rope_scaled import DynamicNtkRope, Llama3Rope, YarnRope
 from tests.interop.test_hf import _model as seeded_model
 
 transformers = pytest.importorskip("transformers")

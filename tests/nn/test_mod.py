@@ -18,7 +18,8 @@ from isoflop.nn.ffn_config import MoEFFN
 from isoflop.nn.mlp import SwiGLU
 from isoflop.nn.mod import RoutedBlock
 from isoflop.nn.mod_config import TopKMoD
-from isoflop.nn.rope import DefaultRope, ReRope
+from isoflop.nn.rope import DefaultRope
+from isoflop.nn.rope_clipped import ReRope
 from isoflop.nn.rotary import Rotary, apply_rotary
 from tests.nn.test_counting import _naive_sdpa
 from tests.nn.test_moe import _grouped_mm_flops

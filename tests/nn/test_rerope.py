@@ -13,7 +13,8 @@ from isoflop.nn.attention import Attention
 from isoflop.nn.config import ModelConfig
 from isoflop.nn.generate import generate
 from isoflop.nn.rerope import ReRopeAttention
-from isoflop.nn.rope import DefaultRope, LeakyReRope, ReRope, RopeConfig
+from isoflop.nn.rope import DefaultRope, RopeConfig
+from isoflop.nn.rope_clipped import LeakyReRope, ReRope
 from isoflop.nn.rotary import Rotary
 
 CFG = dict(vocab_size=97, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2)

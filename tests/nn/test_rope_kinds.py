@@ -7,17 +7,9 @@ import pytest
 import torch
 
 from isoflop.config import ConfigError, field_docs
-from isoflop.nn.rope import (
-    DefaultRope,
-    DynamicNtkRope,
-    LeakyReRope,
-    LinearRope,
-    Llama3Rope,
-    NtkRope,
-    ReRope,
-    RopeConfig,
-    YarnRope,
-)
+from isoflop.nn.rope import DefaultRope, LinearRope, NtkRope, RopeConfig
+from isoflop.nn.rope_clipped import LeakyReRope, ReRope
+from isoflop.nn.rope_scaled import DynamicNtkRope, Llama3Rope, YarnRope
 from isoflop.nn.rotary import Rotary, apply_rotary
 
 transformers = pytest.importorskip("transformers")
