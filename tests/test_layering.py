@@ -121,7 +121,7 @@ def _module_body_imports(body: list[ast.stmt]) -> list[ast.Import | ast.ImportFr
 
 def _import_graph() -> dict[str, set[str]]:
     """module -> the package modules its module body imports. `from isoflop.x import y` is an edge to
-    isoflop.x.y when that is a module, else to isoflop.x."""
+    isoflop.x (whose body runs first) and to isoflop.x.y when that is a module."""
     modules = _module_names()
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
@@ -135,8 +135,8 @@ def _import_graph() -> dict[str, set[str]]:
             if node.level:  # relative: from package (minus level - 1 parts)
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
-            for alias in node.names:
-                edges.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base)
+            edges.add(base)
+            edges |= {f"{base}.{alias.name}" for alias in node.names if f"{base}.{alias.name}" in modules}
         graph[name] = {e for e in edges if e in modules and e != name}
     return graph
 

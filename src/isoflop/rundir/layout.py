@@ -24,8 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import isoflop.rundir.atomic as atomic
 from isoflop.errors import ConfigError
-from isoflop.rundir import atomic
 from isoflop.rundir.metrics import MetricsLog
 from isoflop.rundir.record import RunRecord
 

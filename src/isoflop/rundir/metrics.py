@@ -17,8 +17,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import isoflop.rundir.atomic as atomic
 from isoflop.errors import ConfigError
-from isoflop.rundir import atomic
 
 TRAIN = "train"
 EVAL = "eval"
