@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import math
-import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 
 from isoflop.cli.common import print_json
 from isoflop.config import Config, ConfigError, config, require
+from isoflop.rundir import atomic
 
 # shorthand flag -> the config field it sets, where the kind has that field
 _SHORTHANDS = {"vocab_size": "--vocab-size", "token_bits": "--token-bits", "window_bits": "--window-bits"}
@@ -164,8 +164,10 @@ def _train(args: argparse.Namespace) -> int:
     if not cfg.needs_m1 and len(overrides) < len(args.overrides):
         raise ConfigError("--set", f"m1_* options apply only to the kinds ac and equalinfo-ac, not {args.kind!r}")
     out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError("--out", f"{out} exists and is not an empty directory")
+    try:
+        atomic.check_empty_or_absent(out)
+    except ConfigError as e:
+        raise ConfigError("--out", f"{out} {e.problem}") from None
     try:
         data_cfg = DataConfig(corpus=args.corpus, max_bytes=args.max_bytes)
     except ConfigError as e:
@@ -326,31 +328,21 @@ def _read(path: str, option: str) -> bytes:
 
 
 def _atomic_file(path: Path, write: Any) -> None:
-    """Write through `write(fh)` into a temporary sibling of `path`, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    """Write through `write(fh)` (into memory), then replace `path` atomically; an OSError names --out."""
+    buffer = io.BytesIO()
+    write(buffer)
     try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
+        atomic.write_bytes(path, buffer.getvalue())
     except OSError as e:
         raise ConfigError("--out", f"{path}: cannot write ({e.strerror or e})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _atomic_dir(path: Path, save: Any) -> None:
-    """`save(tmp_dir)` into a temporary sibling of `path`, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    """`save(folder)` into a folder that appears at `path` whole or not at all; an OSError names --out."""
     try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        save(tmp)
-        if path.is_dir():
-            path.rmdir()  # empty (checked by the caller)
-        os.replace(tmp, path)
+        atomic.build_dir(path, save)
     except OSError as e:
         raise ConfigError("--out", f"{path}: cannot write ({e.strerror or e})") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 __all__ = ["M1Training", "add_tokenizer_args", "split_overrides", "tokenizer", "tokenizer_config"]
