@@ -35,7 +35,7 @@ from isoflop.train.evaluate import EvalSet, evaluate_run
 from isoflop.train.reporters import ConsoleProgress, TensorBoard
 from isoflop.train.run_plan import RunPlan, describe
 from isoflop.train.spec import ExperimentConfig
-from isoflop.train.step import NonFiniteLoss, OptimizerStep, StepResult
+from isoflop.train.step import ExtraLoss, NonFiniteLoss, OptimizerStep, StepResult
 
 
 class Trainer:
@@ -94,7 +94,7 @@ class Trainer:
             sets[name] = EvalSet.of(extra, cfg.resolved_model.vocab_size)
         return sets
 
-    def _distillation(self) -> Any:
+    def _distillation(self) -> ExtraLoss | None:
         """The extra loss against the teacher run (distill.teacher), or None."""
         if not self.cfg.distill.active:
             return None
