@@ -25,11 +25,13 @@ ALLOWED = {
     "data": ROOT | {"nn"},  # the neural AC tokenizers (ac, equalinfo-ac) run M1, a byte-level TransformerLM
     "train": ROOT | {"nn", "optim", "data", "rundir"},
     "recipes": ROOT | {"nn", "optim", "data", "train"},
-    "studies": ROOT | {"nn", "optim", "data", "train", "recipes", "rundir", "science"},
+    "sweep": ROOT | {"nn", "optim", "data", "train", "recipes", "rundir", "science"},
+    "studies": ROOT | {"nn", "optim", "data", "train", "recipes", "rundir", "science", "sweep"},
     "surgery": ROOT | {"nn", "train", "rundir"},
     "interop": ROOT | {"nn", "rundir"},  # rundir.atomic: an exported folder appears whole or not at all
     "science": ROOT | {"nn", "rundir"},  # nn.counting only (pure Python), for shapes in the planner
-    "cli": ROOT | {"nn", "optim", "data", "train", "recipes", "studies", "surgery", "interop", "science", "rundir"},
+    "cli": ROOT | {"nn", "optim", "data", "train", "recipes", "studies", "surgery", "interop", "science", "rundir",
+            "sweep"},
     "__init__": {"train"},
     "__main__": {"cli"},
 }

@@ -38,7 +38,8 @@ def trained_run(tmp_path_factory, corpus_dir):
 def test_every_verb_has_help():
     parser = build_parser()
     verbs = parser._subparsers._group_actions[0].choices
-    assert set(verbs) == {"train", "info", "eval", "sample", "export", "fit", "plan", "frontier", "report", "tokenizer", "upcycle", "expand"}
+    assert set(verbs) == {"train", "info", "eval", "sample", "export", "fit", "plan", "frontier", "report", "tokenizer", "upcycle", "expand",
+                           "sweep"}
     for verb in verbs:
         with pytest.raises(SystemExit) as e:
             main([verb, "--help"])

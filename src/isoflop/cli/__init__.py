@@ -51,6 +51,8 @@ VERBS: Registry[Verb] = Registry("verb", {
                    "add experts to an MoE run for new data (lifelong expansion), old experts optionally frozen"),
     "report": Verb("report:report", "report:add_report_args",
                    "run a study (its runs, a measurement) and write report.md, results.json and a plot"),
+    "sweep": Verb("sweep:sweep", "sweep:add_sweep_args",
+                  "plan, run, fit and report a scaling-law sweep: plan|run|status|fit|report|predict"),
     "tokenizer": Verb("tokenizer:tokenizer", "tokenizer:add_tokenizer_args",
                       "train, apply and measure tokenizers: train|encode|decode|stats"),
 })
