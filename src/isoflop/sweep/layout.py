@@ -1,0 +1,115 @@
+"""The sweep folder: the only place its names are spelled.
+
+    sweep.toml     the spec as the user wrote it (copied by `sweep plan`)
+    plan.json      the SweepPlan (plan.py): every run's key, cell, shape, horizon, FLOPs and config
+    runs/<key>/    one run directory per planned run (isoflop.rundir owns what is inside)
+    sweep.lock     held by an active `sweep run`, so a second one refuses instead of training twice
+    jobs.json      Slurm job ids per run key (slurm executor)
+    fit.json       the last `sweep fit`
+    report/        `sweep report`: report.md, results.json and the plots
+
+Nothing here is deleted that a run did not write.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import isoflop.rundir.atomic as atomic
+from isoflop.errors import ConfigError
+from isoflop.rundir.layout import RunDir, read_json
+from isoflop.sweep.plan import SweepPlan
+
+SPEC_FILE = "sweep.toml"
+PLAN_FILE = "plan.json"
+RUNS_DIR = "runs"
+LOCK_FILE = "sweep.lock"
+JOBS_FILE = "jobs.json"
+FIT_FILE = "fit.json"
+REPORT_DIR = "report"
+
+
+class SweepDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"SweepDir({str(self.path)!r})"
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def spec_file(self) -> Path:
+        return self.path / SPEC_FILE
+
+    @property
+    def plan_file(self) -> Path:
+        return self.path / PLAN_FILE
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.path / RUNS_DIR
+
+    @property
+    def lock_file(self) -> Path:
+        return self.path / LOCK_FILE
+
+    @property
+    def jobs_file(self) -> Path:
+        return self.path / JOBS_FILE
+
+    @property
+    def fit_file(self) -> Path:
+        return self.path / FIT_FILE
+
+    @property
+    def report_dir(self) -> Path:
+        return self.path / REPORT_DIR
+
+    def run_dir(self, key: str) -> RunDir:
+        return RunDir(self.runs_dir / key)
+
+    # ------------------------------------------------------------------ state
+    def is_sweep(self) -> bool:
+        return self.plan_file.is_file()
+
+    def require_sweep(self) -> SweepDir:
+        if not self.is_sweep():
+            raise ConfigError(str(self.path), f"not a sweep folder (no {PLAN_FILE}; make one with `isoflop sweep plan`)")
+        return self
+
+    # ------------------------------------------------------------------ files
+    def read_plan(self) -> SweepPlan:
+        self.require_sweep()
+        return SweepPlan.from_dict(read_json(self.plan_file), where=str(self.plan_file))
+
+    def write_plan(self, plan: SweepPlan) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic.write_json(self.plan_file, plan.to_dict())
+
+    def read_spec_text(self) -> str:
+        return self.spec_file.read_text()
+
+    def write_spec_text(self, text: str) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(self.spec_file, text)
+
+    def read_jobs(self) -> dict[str, list[str]]:
+        if not self.jobs_file.is_file():
+            return {}
+        data = read_json(self.jobs_file)
+        if not isinstance(data, dict):
+            raise ConfigError(str(self.jobs_file), "expected a table of run key -> job ids")
+        return {str(k): [str(j) for j in v] for k, v in data.items()}
+
+    def add_job(self, key: str, job_id: str) -> None:
+        jobs = self.read_jobs()
+        jobs.setdefault(key, []).append(str(job_id))
+        atomic.write_json(self.jobs_file, jobs)
+
+    def read_fit(self) -> dict[str, Any]:
+        return read_json(self.fit_file)
+
+    def write_fit(self, fit: dict[str, Any]) -> None:
+        atomic.write_text(self.fit_file, json.dumps(fit, indent=1, default=float) + "\n")
