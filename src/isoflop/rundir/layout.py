@@ -15,7 +15,7 @@
 
 A folder is *a run* once config.json is there, *complete* once run.json is. A run killed before its first
 checkpoint restarts from step 0 (or from its init.json source); one killed later resumes from its newest
-complete checkpoint. train.lock alone does not make a folder a run, nor a non-empty one to a fresh start.
+complete checkpoint. train.lock alone makes a folder neither a run nor unfit for a fresh start.
 
 This module is the only place these names are spelled; it imports neither torch nor numpy, so science and the
 CLI read runs without them.
