@@ -88,7 +88,7 @@ def test_first_difference():
 
 # the run directory's names, and where they may appear: only in rundir/, and Hugging Face's own config.json
 # (a different folder's file) in the HF interop and its CLI verb
-NAMES = r"(?<![\w.])(config\.json|plan\.json|run\.json|metrics\.jsonl|upcycle\.json|expand\.json)|\"checkpoints\"|step_\{|step_NNNNNNN"
+NAMES = r"(?<![\w.])(config\.json|plan\.json|run\.json|metrics\.jsonl|upcycle\.json|expand\.json|init\.json|failure\.json|train\.lock)|\"checkpoints\"|step_\{|step_NNNNNNN"
 HF_CONFIG_ALLOWED = ("interop/", "cli/export.py")
 
 
