@@ -14,8 +14,9 @@ from isoflop.errors import ConfigError
 
 PLAN_VERSION = 1
 ROLES = ("grid", "trunk", "fork", "rung")
-"""grid: one run per (budget, size) cell. trunk: fork mode's warmup-stable run of one size. fork: a cooldown
-from a trunk checkpoint, one per (budget, size) cell. rung: the validating run `sweep predict` adds."""
+"""grid: one run per (budget, size) cell. trunk: fork mode's warmup-stable-decay run of one size, trained to the
+largest budget using that size (it is that cell's run). fork: a cooldown from a trunk checkpoint, one per other
+(budget, size) cell. rung: the validating run `sweep predict` adds."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,7 +40,8 @@ class PlannedRun:
     role: str
     """One of ROLES."""
     budget: float | None
-    """The cell's compute budget C in counted training FLOPs (None for a trunk, which serves several)."""
+    """The cell's compute budget C in counted training FLOPs (a trunk: the largest budget it serves, whose cell
+    it is; its forks have the others). None only for a run outside the grid."""
     target_params: float
     """The size asked for (total parameters); the shape's count is in `params`."""
     shape: dict[str, Any]
