@@ -125,7 +125,8 @@ def _windows(spec: SweepSpec) -> dict[float, list[tuple[int, float]]]:
     n_ref, step, k = n_opt[budgets[0]], math.log(spec.spread), spec.sizes
     out = {}
     for c in budgets:
-        start = round(math.log(n_opt[c] / n_ref) / step - (k - 1) / 2)  # the window whose middle is nearest
+        # the window whose middle is nearest N_opt (floor(x + 0.5): ties always go up, unlike round's to-even)
+        start = math.floor(math.log(n_opt[c] / n_ref) / step - (k - 1) / 2 + 0.5)
         out[c] = [(j, n_ref * spec.spread ** j) for j in range(start, start + k)]
     return out
 
@@ -228,7 +229,7 @@ class _Designer:
             d["schedule"] = schedule
         elif self.spec.warmup_steps is not None:
             d["schedule"].update(warmup=0.0, warmup_steps=self.spec.warmup_steps)
-        if at:
+        if at is not None:
             d["checkpoint"]["at"] = sorted(at)
         return d
 
