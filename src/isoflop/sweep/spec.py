@@ -70,8 +70,7 @@ class SweepSpec(Config):
     """An integer k: per budget, the k sizes of the sweep's geometric ladder centred on the prior law's N_opt(C).
     A list: these total parameter counts at every budget."""
     spread: float = 2.0
-    """Ratio between neighbouring sizes of the ladder (2: five sizes span 16x, about the 1-1.5 decades of
-    Hoffmann et al. 2022's isoFLOP profiles)."""
+    """Ratio between neighbouring sizes of the ladder (2: five sizes span 16x, 1.2 decades, around N_opt)."""
     prior: str = DEFAULT_PRIOR
     """Law preset (isoflop.science.laws.PRESETS) whose N_opt(C) centres the sizes. Only the grid's placement
     depends on it; the sweep measures its own law."""
