@@ -173,6 +173,20 @@ def test_the_batch_moves_when_rounding_misses(tmp_path):
 def test_warmup_steps_for_every_run(tmp_path):
     plan = design(_spec(warmup_steps=7), tmp_path)
     assert all(r.config["schedule"]["warmup_steps"] == 7 for r in plan.runs)
+    with pytest.raises(ConfigError) as e:  # longer than the shortest run (206 steps)
+        design(_spec(warmup_steps=250), tmp_path)
+    assert e.value.key == "warmup_steps"
+
+
+def test_a_grid_whose_forks_cannot_be_planned_has_one_bill(tmp_path):
+    """180 warmup steps fit every grid run (the shortest has 206), but one fork's cooldown would start at step
+    170, inside the warmup: fork mode is refused, and grid mode shows its own bill only."""
+    spec = _spec(warmup_steps=180)
+    plan = design(spec, tmp_path)
+    assert set(plan.bills) == {"grid"}
+    with pytest.raises(ConfigError) as e:
+        design(dataclasses.replace(spec, mode="fork"), tmp_path)
+    assert e.value.key == "warmup_steps"
 
 
 def test_a_base_file_next_to_the_spec(tmp_path):

@@ -29,15 +29,16 @@ def plan(args: argparse.Namespace) -> int:
     sweep_plan = design(spec, path.parent)
     written = SweepDir(args.out).place(path.read_text(), sweep_plan) if args.out else False
     bills = sweep_plan.bills
-    share = bills["fork"] / bills["grid"]
+    share = bills["fork"] / bills["grid"] if len(bills) == 2 else None
     if args.json:
         print_json({**sweep_plan.to_dict(), "fork_share": share, "out": args.out, "written": written})
         return 0
     print(_table(sweep_plan))
     print()
     throughput = spec.throughput
-    print(f"FLOP bills  grid {_num(bills['grid'])} ({_time(bills['grid'] / throughput)})   "
-          f"fork {_num(bills['fork'])} ({_time(bills['fork'] / throughput)})   fork/grid {share:.2f}   "
+    shown = [f"{m} {_num(bills[m])} ({_time(bills[m] / throughput)})" if m in bills else f"{m}: cannot be planned"
+             for m in ("grid", "fork")]
+    print(f"FLOP bills  {'   '.join(shown)}   fork/grid {'-' if share is None else f'{share:.2f}'}   "
           f"(est. at {throughput:.3g} FLOP/s; this plan is {sweep_plan.mode} mode)")
     if args.out:
         print(f"{'wrote' if written else 'unchanged:'} {args.out}")

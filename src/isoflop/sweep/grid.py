@@ -76,14 +76,20 @@ def base_config(spec: SweepSpec, spec_dir: str | Path) -> ExperimentConfig:
 
 
 def design(spec: SweepSpec, spec_dir: str | Path) -> SweepPlan:
-    """Every run of the spec's mode, and both modes' FLOP bills on the same cells (module docstring)."""
+    """Every run of the spec's mode, and both modes' FLOP bills on the same cells (module docstring); the other
+    mode's bill is left out where that mode cannot be planned (e.g. a fork's cooldown inside its warmup)."""
     d = _Designer(spec, spec_dir)
-    grid, fork = d.grid_runs(), d.fork_runs()
-    runs = grid if spec.mode == "grid" else fork
+    modes = {"grid": d.grid_runs, "fork": d.fork_runs}
+    runs = modes.pop(spec.mode)()
     _check_distinct(runs)
+    bills = {spec.mode: sum(r.bill_flops for r in runs)}
+    for other, make in modes.items():
+        try:  # the other mode's bill, where that mode can be planned (fork mode has constraints of its own)
+            bills[other] = sum(r.bill_flops for r in make())
+        except ConfigError:
+            pass
     return SweepPlan(mode=spec.mode, budgets=sorted(spec.budgets), runs=runs,
-                     bills={"grid": sum(r.bill_flops for r in grid), "fork": sum(r.bill_flops for r in fork)},
-                     spec=spec.to_dict())
+                     bills={m: bills[m] for m in ("grid", "fork") if m in bills}, spec=spec.to_dict())
 
 
 def rung_run(spec: SweepSpec, spec_dir: str | Path, n_params: float, budget: float, key_prefix: str = "rung", *,
@@ -253,6 +259,10 @@ class _Designer:
         """One run trained from scratch with the base's schedule at the rule's lr and batch for `budget`."""
         lr, batch = self.hparams(size, budget)
         batch, (steps,) = self.horizon(size, [budget], batch, key)
+        warmup = self.spec.warmup_steps
+        if warmup is not None and warmup >= steps:
+            raise ConfigError("warmup_steps", f"{warmup} warmup steps do not fit the N = {size.target:.4g} run at "
+                                              f"{budget:.4g} FLOPs ({steps} steps)")
         lr *= multiplier
         return self.planned(role=role, prefix=prefix, budget=budget, size=size, steps=steps, batch=batch, lr=lr,
                             multiplier=multiplier, seed=seed, config=self.config(size, steps, batch, lr, seed),
