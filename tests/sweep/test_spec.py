@@ -45,6 +45,7 @@ def test_explicit_sizes_and_sub_tables():
     ("sizes = 0", "sizes"),
     ("sizes = []", "sizes"),
     ("sizes = [1e5, -2]", "sizes"),
+    ("sizes = [1e5, 1e5]", "sizes"),
     ("sizes = true", "sizes"),
     ("spread = 1.0", "spread"),
     ('prior = "chinchila"', "prior"),

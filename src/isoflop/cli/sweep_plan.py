@@ -1,7 +1,7 @@
 """`isoflop sweep plan SPEC.toml [--out DIR] [--json]`: the runs of a sweep spec, and both modes' FLOP bills.
 
-With --out, DIR becomes the sweep folder (sweep.toml as written and plan.json); planning the same spec into it
-again changes nothing, and a folder holding another spec is refused. Without --out the plan is only printed.
+With --out, DIR becomes the sweep folder (the spec as written and the plan, sweep/layout.py); planning the same
+spec into it again changes nothing, and a folder holding another spec is refused. Without --out the plan is only printed.
 """
 
 from __future__ import annotations

@@ -115,8 +115,6 @@ def _windows(spec: SweepSpec) -> dict[float, list[tuple[int, float]]]:
     """budget -> [(ladder index, N)]: the index identifies a size across budgets."""
     budgets = sorted(spec.budgets)
     if not isinstance(spec.sizes, int):
-        if len(set(spec.sizes)) != len(spec.sizes):
-            raise ConfigError("sizes", f"has a size twice: {spec.sizes}")
         explicit = sorted(enumerate(float(n) for n in spec.sizes), key=lambda p: p[1])
         return {c: explicit for c in budgets}
     from isoflop.science.compute_optimal import compute_optimal

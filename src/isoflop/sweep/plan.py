@@ -1,4 +1,5 @@
-"""What a sweep will train: the SweepPlan (plan.json) and one PlannedRun per run folder.
+"""What a sweep will train: the SweepPlan (the sweep folder's plan file, sweep/layout.py) and one PlannedRun per
+run folder.
 
 grid.py makes a plan from a spec; the executors read it to know what to train and from where; the fit joins
 each run's record with its planned cell (budget, learning-rate multiplier, role). The plan is plain data so
@@ -75,7 +76,7 @@ class PlannedRun:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "plan.json") -> PlannedRun:
+    def from_dict(cls, data: dict[str, Any], where: str = "the sweep plan") -> PlannedRun:
         known = {f.name for f in fields(cls)}
         if not isinstance(data, dict) or not {"key", "role", "config"} <= set(data):
             raise ConfigError(where, "a planned run needs at least key, role and config")
@@ -122,7 +123,7 @@ class SweepPlan:
                 "spec": self.spec, "runs": [r.to_dict() for r in self.runs]}
 
     @classmethod
-    def from_dict(cls, data: Any, where: str = "plan.json") -> SweepPlan:
+    def from_dict(cls, data: Any, where: str = "the sweep plan") -> SweepPlan:
         if not isinstance(data, dict) or "runs" not in data:
             raise ConfigError(where, "not a sweep plan (no runs)")
         version = data.get("version", PLAN_VERSION)

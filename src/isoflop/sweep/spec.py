@@ -112,6 +112,7 @@ class SweepSpec(Config):
             require(len(self.sizes) > 0, "sizes", "an explicit list needs at least one size")
             for n in self.sizes:
                 require(math.isfinite(n) and n > 0, "sizes", f"must be positive parameter counts, got {n}")
+            require(len(set(self.sizes)) == len(self.sizes), "sizes", f"has a size twice: {self.sizes}")
         require(math.isfinite(self.spread) and self.spread > 1, "spread", f"must be > 1, got {self.spread}")
         from isoflop.science.laws import PRESETS
 
@@ -140,7 +141,7 @@ def load_spec(path: str | Path) -> SweepSpec:
     return parse_spec(path.read_text(), where=str(path))
 
 
-def parse_spec(text: str, where: str = "sweep.toml") -> SweepSpec:
+def parse_spec(text: str, where: str = "the spec") -> SweepSpec:
     """The spec in TOML `text` (`where` names it in errors)."""
     try:
         import tomllib
