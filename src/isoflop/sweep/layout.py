@@ -6,7 +6,7 @@
     sweep.lock     held by an active `sweep run`, so a second one refuses instead of training twice
     jobs.json      Slurm job ids per run key (slurm executor)
     fit.json       the last `sweep fit`
-    report/        `sweep report`: report.md, results.json and the plots
+    report/        `sweep report`: report.md, results.json and the plots (PLOTS)
 
 Nothing here is deleted that a run did not write.
 """
@@ -30,6 +30,11 @@ LOCK_FILE = "sweep.lock"
 JOBS_FILE = "jobs.json"
 FIT_FILE = "fit.json"
 REPORT_DIR = "report"
+REPORT_FILE = "report.md"
+RESULTS_FILE = "results.json"
+PLOTS = {"isoflop": "isoflop.png", "allocation": "allocation.png", "frontier": "frontier.png",
+         "residuals": "residuals.png"}
+"""The report's plots by kind (sweep/plots.py draws them)."""
 
 
 class SweepDir:
@@ -67,6 +72,18 @@ class SweepDir:
     @property
     def report_dir(self) -> Path:
         return self.path / REPORT_DIR
+
+    @property
+    def report_file(self) -> Path:
+        return self.report_dir / REPORT_FILE
+
+    @property
+    def results_file(self) -> Path:
+        return self.report_dir / RESULTS_FILE
+
+    def plot_file(self, kind: str) -> Path:
+        """report/<the plot of `kind`>, kind one of PLOTS."""
+        return self.report_dir / PLOTS[kind]
 
     def run_dir(self, key: str) -> RunDir:
         return RunDir(self.runs_dir / key)
