@@ -12,7 +12,8 @@ schema, equals the planned one). Otherwise it is excluded with a status:
     corrupt     unreadable record or config, non-finite values, or a config that differs from the plan
     unplanned   a folder under runs/ that the plan does not name (never fitted, never deleted)
 
-Trunks (fork mode) are the forks' source, not points; rungs (`sweep predict`) validate the fit and are kept apart.
+A fork-mode trunk is the run of the largest budget its size serves (a point, like the forks cooled down from
+it); a trunk without a budget is only the forks' source. Rungs (`sweep predict`) test the fit and are kept apart.
 With a learning-rate grid, the cell (budget, size, seed) keeps its lowest-loss run, and `LrCell` says how far
 that best multiplier sits from the grid's edge: a best at the edge means the optimum may lie beyond the grid.
 """
@@ -27,8 +28,13 @@ from isoflop.rundir import RunDir, RunRecord
 from isoflop.sweep.layout import SweepDir
 from isoflop.sweep.plan import PlannedRun, SweepPlan
 
-FITTED_ROLES = ("grid", "fork")
-"""Roles whose runs are points of the fit (a trunk is no cell; a rung is the fit's test)."""
+FITTED_ROLES = ("grid", "fork", "trunk")
+"""Roles whose runs are points of the fit when they have a budget (a rung is the fit's test, not a point)."""
+
+
+def is_cell(run: PlannedRun) -> bool:
+    """Whether a planned run is a point of the fit: a grid run, a fork, or a trunk that is a budget's run."""
+    return run.role in FITTED_ROLES and run.budget is not None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,7 +125,7 @@ def collect(sweep: SweepDir, plan: SweepPlan | None = None) -> SweepPoints:
     rungs: list[SweepPoint] = []
     excluded: list[Excluded] = []
     for planned in plan.runs:
-        if planned.role not in (*FITTED_ROLES, "rung"):
+        if not (is_cell(planned) or planned.role == "rung"):
             continue
         point, why = _read(sweep.run_dir(planned.key), planned)
         if why is not None:
@@ -131,7 +137,7 @@ def collect(sweep: SweepDir, plan: SweepPlan | None = None) -> SweepPoints:
     excluded += _unplanned(sweep, plan)
     best, cells = _best_per_cell(points, plan)
     return SweepPoints(points=points, best=best, lr_cells=cells, rungs=rungs, excluded=excluded,
-                       n_planned=sum(r.role in FITTED_ROLES for r in plan.runs))
+                       n_planned=sum(is_cell(r) for r in plan.runs))
 
 
 def normalized_config(config: dict) -> dict:
@@ -172,7 +178,7 @@ def _read(run: RunDir, planned: PlannedRun) -> tuple[SweepPoint | None, Excluded
     bad = _bad_values(record)
     if bad:
         return out("corrupt", bad)
-    return SweepPoint(key=planned.key, role=planned.role, budget=float(planned.budget or record.flops),
+    return SweepPoint(key=planned.key, role=planned.role, budget=float(planned.budget or planned.flops),
                       target_params=float(planned.target_params), lr_multiplier=float(planned.lr_multiplier),
                       seed=int(planned.seed), N_total=float(record.N_total),
                       N_non_embedding=float(record.N_non_embedding), N_embedding=float(record.N_embedding),
@@ -219,7 +225,7 @@ def _cell(run: PlannedRun | SweepPoint) -> tuple[float, float, int]:
 def _best_per_cell(points: list[SweepPoint], plan: SweepPlan) -> tuple[list[SweepPoint], list[LrCell]]:
     planned: dict[tuple, list[PlannedRun]] = {}
     for r in plan.runs:
-        if r.role in FITTED_ROLES:
+        if is_cell(r):
             planned.setdefault(_cell(r), []).append(r)
     by_cell: dict[tuple, list[SweepPoint]] = {}
     for p in points:
