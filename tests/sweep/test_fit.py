@@ -160,6 +160,10 @@ def test_too_few_runs_is_one_error_naming_the_sweep_and_what_is_missing(tmp_path
     assert e.value.key == str(sweep.path)
     assert "2 of 2 planned runs are fitted" in e.value.problem and "approach 3" in e.value.problem
     assert "at least 5 runs" in e.value.problem
+    # one budget, 3 sizes: only the middle one can be bracketed, so approach 1's lead never changes size
+    one = make_sweep(tmp_path / "one", budgets=(1e16,), factors=(0.5, 1.0, 2.0))
+    with pytest.raises(ConfigError, match="approach 1: one size .* the lead must change between sizes"):
+        sweep_fit(one, bootstrap=0)
     nothing = make_sweep(tmp_path / "empty", train=False)
     with pytest.raises(ConfigError, match=r"0 of 15 planned runs are fitted \(15 pending\)"):
         sweep_fit(nothing, bootstrap=0)

@@ -90,7 +90,7 @@ def stand_ins(monkeypatch):
                           flops_6nd=6.0 * s["N_total"] * tokens, bill_flops=float(tokens * s["flops_per_token"]),
                           lr=3e-3, batch_size=16, config=config)
 
-    def run_planned(sweep, key):
+    def run_planned(sweep, key, *, stream=None):
         planned = sweep.read_plan().run(key)
         s = shape(planned.target_params)
         write_run(sweep.run_dir(key), planned, LAW, s, planned.tokens, 0.0, 0.0, 8)

@@ -4,6 +4,7 @@ that tests it. The work is in isoflop.sweep.fit, .report and .predict; this modu
 from __future__ import annotations
 
 import argparse
+import sys
 
 from isoflop.cli.common import print_json
 from isoflop.config import ConfigError
@@ -80,7 +81,8 @@ def predict(args: argparse.Namespace) -> int:
     if args.flops is None:
         raise ConfigError("--flops", "give the rung's training FLOPs")
     out = sweep_predict(_sweep(args.sweep), flops=args.flops, approach=args.approach, bootstrap=args.bootstrap,
-                        level=args.level, seed=args.seed, dry_run=args.dry_run, train=not args.no_train)
+                        level=args.level, seed=args.seed, dry_run=args.dry_run, train=not args.no_train,
+                        stream=sys.stderr if args.json else None)  # --json: stdout holds the one object
     if args.json:
         print_json(out)
         return 0

@@ -45,6 +45,8 @@ from isoflop.sweep.points import SweepPoint, SweepPoints, collect
 
 FIT_VERSION = 1
 APPROACHES = (1, 2, 3)
+ENVELOPE_POINTS = 100
+"""Levels of approach 1's envelope that fit.json keeps (the plots draw it from the fit itself)."""
 DEFAULT_BOOTSTRAP = 200
 """Resamples per fit unless asked (a second or so per approach on a CPU-sized sweep)."""
 
@@ -121,6 +123,8 @@ class SweepFit:
     """(convention, approach) -> the science's ScalingFit."""
     errors: dict[tuple[str, int], str] = field(default_factory=dict)
     """(convention, approach) -> why it could not be fitted."""
+    notes: dict[tuple[str, int], str] = field(default_factory=dict)
+    """(convention, approach) -> a caution about a fit that was made (its intervals, mostly)."""
     curves: list[Curve] = field(default_factory=list)
     """The total convention's training curves (approach 1's input), for the report."""
     rungs: list[dict[str, Any]] = field(default_factory=list)
@@ -149,6 +153,11 @@ class SweepFit:
                 lo, hi = iv.ci["a"]
                 b_ci = list(iv.ci["b"]) if approach == 1 else sorted([1.0 - cost.p * lo, 1.0 - cost.p * hi])
                 out.update(a_ci=[lo, hi], b_ci=b_ci, a_se=iv.se["a"])
+        cautions = [self.notes[convention, approach]] if (convention, approach) in self.notes else []
+        if "a_ci" in out and not out["a_ci"][0] <= out["a"] <= out["a_ci"][1]:
+            cautions.append("the estimate lies outside its own bootstrap interval: the resamples refit elsewhere "
+                            "(too few runs to pin the fit down)")
+        out["cautions"] = cautions
         out["at"] = {budget_key(C): self._at(fit, cost, approach, C) for C in budgets}
         return out
 
@@ -188,9 +197,20 @@ class SweepFit:
                                      "cost": self.costs[c.name].to_dict() if c.name in self.costs else None}
                             for c in CONVENTIONS},
             "allocations": allocations,
-            "fits": {f"{c}/{k}": fit.to_dict(budgets=budgets) for (c, k), fit in self.fits.items()},
+            "fits": {f"{c}/{k}": _fit_dict(fit, budgets) for (c, k), fit in self.fits.items()},
             "rungs": self.rungs,
         }
+
+
+def _fit_dict(fit: ScalingFit, budgets: list[float]) -> dict[str, Any]:
+    """science's dict of a fit, approach 1's envelope thinned to ENVELOPE_POINTS levels (it has up to 1000)."""
+    out = fit.to_dict(budgets=budgets)
+    env = out.get("envelope")
+    if env and len(env["C"]) > ENVELOPE_POINTS:
+        idx = np.unique(np.linspace(0, len(env["C"]) - 1, ENVELOPE_POINTS).round().astype(int))
+        out["envelope"] = {k: [v[i] for i in idx] for k, v in env.items()}
+        out["envelope_thinned"] = f"{idx.size} of {len(env['C'])} levels, evenly spaced in log C"
+    return out
 
 
 def make_bootstrap(n: int, level: float = DEFAULT_LEVEL, seed: int = 0) -> Bootstrap | None:
@@ -216,6 +236,7 @@ def fit_sweep(sweep: SweepDir, *, bootstrap: int = DEFAULT_BOOTSTRAP, level: flo
     L = np.array([p.loss for p in pts], dtype=float)
     D = np.array([p.D for p in pts], dtype=float)
     curves = _curves(pts, result)
+    unboot: dict[str, dict[int, Any]] = {}
     for conv in CONVENTIONS:
         try:
             result.costs[conv.name] = CostModel.of(conv, pts) if pts else CostModel(6.0, 1.0, False)
@@ -224,18 +245,21 @@ def fit_sweep(sweep: SweepDir, *, bootstrap: int = DEFAULT_BOOTSTRAP, level: flo
             result.errors.update({(conv.name, k): str(e) for k in APPROACHES})
             continue
         N, C = conv.N(pts), conv.C(pts)
-        jobs = {
-            1: lambda conv=conv: Approach1(bootstrap=boot).fit(_in_convention(curves, pts, conv)),
-            2: lambda N=N, C=C: Approach2(bootstrap=boot).fit(N, _budget_labels(pts, C), L),
-            3: lambda N=N: Approach3(bootstrap=boot).fit(N, D, L),
-        }
+        def jobs_with(b: Bootstrap | None, conv: Convention = conv, N: np.ndarray = N, C: np.ndarray = C):
+            return {
+                1: lambda: _one_size_lead(Approach1(bootstrap=b).fit(_in_convention(curves, pts, conv))),
+                2: lambda: Approach2(bootstrap=b).fit(N, _budget_labels(pts, C), L),
+                3: lambda: Approach3(bootstrap=b).fit(N, D, L),
+            }
+
+        jobs, unboot[conv.name] = jobs_with(boot), jobs_with(None)
         for k, job in jobs.items():
-            try:
-                if k == 1 and isinstance(curves, str):
-                    raise ScienceError(curves)
-                result.fits[conv.name, k] = job()
-            except ScienceError as e:
-                result.errors[conv.name, k] = str(e)
+            if k == 1 and isinstance(curves, str):
+                result.errors[conv.name, k] = curves
+                continue
+            # resamples of a few runs can run the optimiser off to overflow; they are dropped as failed refits
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                _run(result, conv.name, k, job, unboot[conv.name][k] if boot is not None else None)
     if not result.fits:
         raise ConfigError(str(sweep.path), _too_few(found, result.errors))
     if not isinstance(curves, str):
@@ -253,6 +277,32 @@ def sweep_fit(sweep: SweepDir, *, bootstrap: int = DEFAULT_BOOTSTRAP, level: flo
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+
+
+def _run(result: SweepFit, convention: str, approach: int, job: Any, without_bootstrap: Any) -> None:
+    """One fit into `result`: its ScalingFit, or why not. When only the bootstrap fails (too few resamples
+    refit), the point estimate is kept without intervals and the reason noted."""
+    try:
+        result.fits[convention, approach] = job()
+        return
+    except ScienceError as e:
+        if without_bootstrap is None or not str(e).startswith("bootstrap"):
+            result.errors[convention, approach] = str(e)
+            return
+        note = str(e)
+    try:
+        result.fits[convention, approach] = without_bootstrap()
+        result.notes[convention, approach] = f"no intervals ({note})"
+    except ScienceError as e:
+        result.errors[convention, approach] = str(e)
+
+
+def _one_size_lead(fit: ScalingFit) -> ScalingFit:
+    """Approach 1's fit, unless one size leads at every level it kept: a slope through one N is no exponent."""
+    if np.unique(fit.detail.N).size < 2:
+        raise ScienceError(f"one size (N = {fit.detail.N[0]:.3g}) has the lowest loss at every FLOP level bracketed "
+                           "by smaller and larger sizes: the lead must change between sizes for a slope")
+    return fit
 
 
 def _budget_labels(points: list[SweepPoint], C: np.ndarray) -> np.ndarray:

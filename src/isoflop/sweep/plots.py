@@ -72,7 +72,9 @@ def plot_isoflop(result: SweepFit, path: str | Path) -> Path:
             for profile in fit.detail.profiles:
                 budget = min(colors, key=lambda b, c=profile.C: abs(np.log(b / c)))
                 color, near = colors[budget], [p for p in result.found.best if p.budget == budget]
-                n = np.geomspace(conv.N(near).min() / 1.3, conv.N(near).max() * 1.3, 100)
+                # over the runs and out to the minimum: a vertex outside the sizes trained shows as one
+                n = np.geomspace(min(conv.N(near).min(), profile.N_opt) / 1.3,
+                                 max(conv.N(near).max(), profile.N_opt) * 1.3, 100)
                 ax.plot(n, profile.loss(n), color=color, lw=1.3)
                 ax.plot([profile.N_opt], [profile.L_opt], "*", color=color, ms=15, mec="black", zorder=5)
             ax.set_title(f"{conv.label}: N* ∝ C^{fit.a:.3f}", fontsize=10)
@@ -131,9 +133,9 @@ def plot_allocation(result: SweepFit, references: list[dict[str, Any]], path: st
                       label="approach 1: envelope")
             mid.plot(env.C[::step], env.D[::step], marker, color=color, ms=4, alpha=0.6)
     for r in result.rungs:
-        left.plot([r["flops"]], [r["N_planned"]], "D", color="purple", ms=9, mec="black", zorder=6,
+        left.plot([r["flops"]], [r["N_planned"]], "D", color="magenta", ms=9, mec="black", zorder=6,
                   label=f"rung at C = {sci(r['flops'])} (N from approach {r['approach']})")
-        mid.plot([r["flops"]], [r["D_planned"]], "D", color="purple", ms=9, mec="black", zorder=6)
+        mid.plot([r["flops"]], [r["D_planned"]], "D", color="magenta", ms=9, mec="black", zorder=6)
     for b in result.budgets:
         for ax in (left, mid):
             ax.axvline(b, color="gray", lw=0.6, ls=":")
@@ -210,10 +212,10 @@ def plot_frontier(result: SweepFit, path: str | Path) -> Path:
         Nopt, Dopt = result.costs["total"].law_optimum(fit3.law, C)
         ax.plot(C, fit3.law.loss(Nopt, Dopt), color="tab:red", lw=2, label="L(N_opt, D_opt) of the approach-3 law")
     for r in result.rungs:
-        ax.plot([r["flops"]], [r["predicted_loss"]], "D", color="purple", ms=9, mec="black", zorder=6,
+        ax.plot([r["flops"]], [r["predicted_loss"]], "D", mfc="none", mec="magenta", mew=2, ms=15, zorder=6,
                 label=f"rung predicted: {r['predicted_loss']:.4f}")
-        if r.get("measured_loss") is not None:
-            ax.plot([r["flops"]], [r["measured_loss"]], "o", color="gold", ms=10, mec="black", zorder=6,
+        if r.get("measured_loss") is not None:  # drawn inside the prediction's diamond, which stays visible
+            ax.plot([r["flops"]], [r["measured_loss"]], "o", color="magenta", ms=7, mec="black", zorder=7,
                     label=f"rung measured: {r['measured_loss']:.4f} ({100 * r['rel_error']:.2f} % off)")
     if len(pts):
         losses = [p.loss for p in pts]

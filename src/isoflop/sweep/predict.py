@@ -18,7 +18,7 @@ import contextlib
 import importlib
 import math
 import time
-from typing import Any
+from typing import Any, TextIO
 
 from isoflop.errors import ConfigError
 from isoflop.science.bootstrap import DEFAULT_LEVEL
@@ -73,10 +73,11 @@ def with_rung(entry: dict[str, Any], rung: PlannedRun, law: dict[str, float]) ->
 
 
 def sweep_predict(sweep: SweepDir, *, flops: float, approach: int = 3, bootstrap: int = DEFAULT_BOOTSTRAP,
-                  level: float = DEFAULT_LEVEL, seed: int = 0, dry_run: bool = False,
-                  train: bool = True) -> dict[str, Any]:
-    """Predict the rung at `flops`, add it to the plan, train it (unless `train` is False: `sweep run` will) and
-    measure it. With `dry_run` nothing is written or trained. Returns {"rung": the planned run, "prediction"}."""
+                  level: float = DEFAULT_LEVEL, seed: int = 0, dry_run: bool = False, train: bool = True,
+                  stream: TextIO | None = None) -> dict[str, Any]:
+    """Predict the rung at `flops`, add it to the plan, train it (unless `train` is False: `sweep run` will;
+    the trainer's progress goes to `stream`) and measure it. With `dry_run` nothing is written or trained.
+    Returns {"rung": the planned run, "prediction": ..., "dry_run": ...}."""
     plan = sweep.read_plan()
     flops = check_flops(flops, plan)
     result = fit_sweep(sweep, bootstrap=bootstrap, level=level, seed=seed)
@@ -91,7 +92,7 @@ def sweep_predict(sweep: SweepDir, *, flops: float, approach: int = 3, bootstrap
         result.rungs = _upsert(result.rungs, entry)
         sweep.write_fit(jsonable(result.to_dict()))
         if train:
-            train_rung(sweep, rung.key)
+            train_rung(sweep, rung.key, stream)
             entry = measure(sweep, entry)
             result.rungs = _upsert(result.rungs, entry)
             sweep.write_fit(jsonable(result.to_dict()))
@@ -122,10 +123,10 @@ def build_rung(sweep: SweepDir, n_params: float, budget: float) -> PlannedRun:
     return grid.rung_run(spec, sweep.path, n_params, budget)
 
 
-def train_rung(sweep: SweepDir, key: str) -> Any:
+def train_rung(sweep: SweepDir, key: str, stream: TextIO | None = None) -> Any:
     """Train the rung as any run of the sweep is trained (run_one.run_planned); its RunRecord."""
     run_one = importlib.import_module("isoflop.sweep.run_one")
-    return run_one.run_planned(sweep, key)
+    return run_one.run_planned(sweep, key, stream=stream)
 
 
 def sweep_lock(sweep: SweepDir) -> Any:

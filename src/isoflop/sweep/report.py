@@ -95,8 +95,13 @@ def allocation_rows(data: dict[str, Any]) -> list[list[str]]:
         rows.append([label, str(a["approach"]), f"{a['a']:.3f}{_interval(a.get('a_ci'))}",
                      f"{a['b']:.3f}{_interval(a.get('b_ci'))}",
                      *[_sci(a["at"][c]["N_opt"]) if c in a["at"] else "–" for c in budgets],
-                     "ok" if a["success"] else f"caution: {a['message']}"])
+                     _verdict(a)])
     return rows
+
+
+def _verdict(alloc: dict[str, Any]) -> str:
+    cautions = ([] if alloc["success"] else [alloc["message"]]) + list(alloc.get("cautions", []))
+    return "ok" if not cautions else "caution: " + "; ".join(cautions)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
