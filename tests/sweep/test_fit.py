@@ -12,7 +12,7 @@ import pytest
 from scipy.optimize import minimize_scalar
 
 from isoflop.errors import ConfigError
-from isoflop.rundir import RunDir
+from isoflop.rundir.lock import FileLock
 from isoflop.sweep.fit import fit_sweep, sweep_fit
 from isoflop.sweep.points import collect
 from tests.sweep.synthetic import BUDGETS, LAW, make_sweep, record, shape
@@ -83,8 +83,8 @@ def test_the_three_conventions_differ_as_their_counts_say(exact):
     assert exact.allocation("total", 3, [])["a"] == pytest.approx(law.beta / (law.alpha + cost_total.p * law.beta))
 
 
-def _damage(sweep, monkeypatch):
-    """Six ways a planned run cannot be fitted, and one folder the plan does not name."""
+def _damage(sweep):
+    """Seven ways a planned run cannot be fitted, and one folder the plan does not name."""
     keys = [r.key for r in sweep.read_plan().runs]
     runs = {k: sweep.run_dir(k) for k in keys}
     runs[keys[0]].record_file.write_text("{ half a record")
@@ -94,20 +94,19 @@ def _damage(sweep, monkeypatch):
     s = shape(1e7)
     runs[keys[4]].write_record(record(s, 1000, float("nan")))
     runs[keys[5]].record_file.unlink()
-    if hasattr(RunDir, "write_failure"):
-        runs[keys[5]].write_failure("non-finite loss", 17)
-    else:  # the trainer's failure record is not on this branch yet: its reader, stood in
-        failed = runs[keys[5]].path
-        monkeypatch.setattr(RunDir, "read_failure", lambda self: {"reason": "non-finite loss", "step": 17}
-                            if self.path == failed else None, raising=False)
+    runs[keys[5]].write_failure("non-finite loss", 17)
+    runs[keys[6]].record_file.unlink()
+    lock = FileLock(runs[keys[6]].lock_file)  # a trainer at work on it
+    assert lock.acquire()
     (sweep.runs_dir / "stray").mkdir()
-    return keys
+    return keys, lock
 
 
-def test_failed_incomplete_and_corrupt_runs_are_left_out_and_listed(tmp_path, monkeypatch):
+def test_failed_incomplete_and_corrupt_runs_are_left_out_and_listed(tmp_path):
     sweep = make_sweep(tmp_path / "s")
-    keys = _damage(sweep, monkeypatch)
+    keys, lock = _damage(sweep)
     found = collect(sweep)
+    lock.release()
     why = {e.key: e for e in found.excluded}
     assert (why[keys[0]].status, "not valid JSON" in why[keys[0]].reason) == ("corrupt", True)
     assert why[keys[1]].status == "corrupt" and "optim" in why[keys[1]].reason
@@ -115,13 +114,15 @@ def test_failed_incomplete_and_corrupt_runs_are_left_out_and_listed(tmp_path, mo
     assert (why[keys[3]].status, why[keys[3]].reason) == ("pending", "not started")
     assert why[keys[4]].status == "corrupt" and "val_loss" in why[keys[4]].reason
     assert (why[keys[5]].status, why[keys[5]].reason) == ("failed", "non-finite loss (at step 17)")
+    assert why[keys[6]].status == "running"
     assert why["stray"].status == "unplanned"
-    assert sorted(p.key for p in found.points) == sorted(keys[6:])
+    assert sorted(p.key for p in found.points) == sorted(keys[7:])
     out = sweep_fit(sweep, bootstrap=0)
-    assert out["runs"]["fitted"] == len(keys) - 6
-    assert {e["key"] for e in out["runs"]["excluded"]} == set(keys[:6]) | {"stray"}
+    assert out["runs"]["fitted"] == len(keys) - 7
+    assert {e["key"] for e in out["runs"]["excluded"]} == set(keys[:7]) | {"stray"}
+    assert [e["status"] for e in out["runs"]["excluded"] if e["key"] == keys[6]] == ["incomplete"]  # released
     assert sweep.read_fit() == out  # fit.json holds what was returned
-    assert not any(p["key"] in keys[:6] for p in out["points"])
+    assert not any(p["key"] in keys[:7] for p in out["points"])
 
 
 def test_best_learning_rate_per_cell_and_the_grid_edge(tmp_path):

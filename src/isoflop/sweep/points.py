@@ -159,7 +159,7 @@ def _read(run: RunDir, planned: PlannedRun) -> tuple[SweepPoint | None, Excluded
                                                                          else ""))
         if not run.is_run():
             return out("pending", "not started")
-        if _locked(run):
+        if run.is_locked():
             return out("running", "being trained now")
         return out("incomplete", "started but not finished (no run record); `sweep run` resumes it")
     try:
@@ -194,20 +194,13 @@ def _bad_values(record: RunRecord) -> str | None:
 
 
 def _failure(run: RunDir) -> dict | None:
-    """The run's failure record (the trainer's RunDir.read_failure), None when it has none."""
-    read = getattr(run, "read_failure", None)  # the trainer's failure record; absent in rundir before it
-    if read is None:
-        return None
+    """The run's failure record (written by the trainer or the executor), None when it has none; an unreadable
+    one still reads as a failure."""
     try:
-        failure = read()
+        failure = run.read_failure()
     except ConfigError as e:
-        return {"reason": f"unreadable failure record ({e})"}
-    return failure if failure is None or isinstance(failure, dict) else {"reason": str(failure)}
-
-
-def _locked(run: RunDir) -> bool:
-    is_locked = getattr(run, "is_locked", None)  # the trainer's run lock; absent in rundir before it
-    return bool(is_locked()) if is_locked is not None else False
+        return {"reason": f"unreadable failure record ({e.problem})"}
+    return failure if failure is None or isinstance(failure, dict) else {"reason": "unreadable failure record"}
 
 
 def _unplanned(sweep: SweepDir, plan: SweepPlan) -> list[Excluded]:

@@ -116,8 +116,9 @@ def _upsert(rungs: list[dict[str, Any]], entry: dict[str, Any]) -> list[dict[str
 
 def build_rung(sweep: SweepDir, n_params: float, budget: float) -> PlannedRun:
     """The grid's run of `n_params` parameters at `budget` (grid.rung_run on the sweep's own spec)."""
-    grid = importlib.import_module("isoflop.sweep.grid")
-    spec_module = importlib.import_module("isoflop.sweep.spec")
+    from isoflop.sweep import grid
+    from isoflop.sweep import spec as spec_module
+
     spec = spec_module.load_spec(sweep.spec_file)
     # the spec's copy lives in the sweep folder: a base config file is found relative to it
     return grid.rung_run(spec, sweep.path, n_params, budget)
