@@ -78,7 +78,7 @@ def stand_ins(monkeypatch):
     """grid.rung_run and run_one.run_planned as their contracts say, on the synthetic shapes and law."""
     trained: list[str] = []
 
-    def rung_run(spec, spec_dir, n_params, budget):
+    def rung_run(spec, spec_dir, n_params, budget, *, base=None):
         s = shape(n_params)
         tokens = int(budget / s["flops_per_token"])
         config = ExperimentConfig.from_dict({"model": {"d_model": 64 * round(s["d"] / 64)},

@@ -17,6 +17,8 @@ def add_report_args(parser: argparse.ArgumentParser) -> None:
                         help="seconds-long runs that exercise the whole study (for tests; not a measurement)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value in every run, e.g. --set train.seed=1 (repeatable)")
+    parser.add_argument("--jobs", type=int, default=1, metavar="K",
+                        help="runs trained at once, the cores divided among them (studies made of sweeps)")
     parser.add_argument("--list", action="store_true", help="list the studies and exit")
 
 
@@ -34,7 +36,7 @@ def report(args: argparse.Namespace) -> int:
         raise ConfigError("STUDY", "name a study (isoflop report --list shows them)")
     if not args.out:
         raise ConfigError("--out", "is required")
-    paths = run_study(get_study(args.study), Path(args.out), smoke=args.smoke, overrides=args.overrides,
+    paths = run_study(get_study(args.study), Path(args.out), smoke=args.smoke, overrides=args.overrides, jobs=args.jobs,
                       progress=_say)
     _say(f"wrote {paths['report']}, {paths['results']}, {paths['plot']}")
     return 0

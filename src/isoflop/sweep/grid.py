@@ -40,7 +40,7 @@ from isoflop.recipes import CONFIG_SUFFIXES, experiment_data
 from isoflop.sweep.hparams import round_batch
 from isoflop.sweep.plan import InitPoint, PlannedRun, SweepPlan
 from isoflop.sweep.spec import SweepSpec
-from isoflop.train.spec import CheckpointConfig, ExperimentConfig
+from isoflop.train.spec import ExperimentConfig
 
 MAX_MISS = 0.01
 """The largest |counted FLOPs / budget - 1| of a planned run (the issue's 1 %)."""
@@ -89,16 +89,19 @@ def design(spec: SweepSpec, spec_dir: str | Path) -> SweepPlan:
         except ConfigError:
             pass
     return SweepPlan(mode=spec.mode, budgets=sorted(spec.budgets), runs=runs,
-                     bills={m: bills[m] for m in ("grid", "fork") if m in bills}, spec=spec.to_dict())
+                     bills={m: bills[m] for m in ("grid", "fork") if m in bills}, spec=spec.to_dict(),
+                     base=d.base_dict)
 
 
 def rung_run(spec: SweepSpec, spec_dir: str | Path, n_params: float, budget: float, key_prefix: str = "rung", *,
-             lr_multiplier: float = 1.0, seed: int | None = None) -> PlannedRun:
+             lr_multiplier: float = 1.0, seed: int | None = None, base: dict[str, Any] | None = None) -> PlannedRun:
     """A grid-mode-style run of `n_params` total parameters (its own shape, off the ladder) at `budget`
-    FLOPs, role "rung": what `sweep predict` trains. ConfigError naming `n_params` or `budget`."""
+    FLOPs, role "rung": what `sweep predict` trains. `base`: the plan's base config (SweepPlan.base), so that a
+    sweep folder needs no file outside it; None reads the spec's base from `spec_dir`. ConfigError naming
+    `n_params` or `budget`."""
     if not (math.isfinite(budget) and budget > 0):
         raise ConfigError("budget", f"must be positive finite FLOPs, got {budget}")
-    d = _Designer(spec, spec_dir)
+    d = _Designer(spec, spec_dir, base=base)
     size = d.size(float(n_params), key="n_params")
     return d.cell(size, budget, lr_multiplier, spec.seeds[0] if seed is None else seed, role="rung",
                   prefix=key_prefix, key="budget")
@@ -138,10 +141,14 @@ def _windows(spec: SweepSpec) -> dict[float, list[tuple[int, float]]]:
 # ----------------------------------------------------------------------------- the designer
 
 class _Designer:
-    def __init__(self, spec: SweepSpec, spec_dir: str | Path):
+    def __init__(self, spec: SweepSpec, spec_dir: str | Path, base: dict[str, Any] | None = None):
         self.spec = spec
         self.spec_dir = Path(spec_dir)
-        self.base_dict, self.base = self._load_base()
+        if base is None:
+            self.base_dict, self.base = self._load_base()
+        else:
+            self.base = ExperimentConfig.from_dict(base)
+            self.base_dict = self.base.to_dict()
         self.seq_len = self.base.data.seq_len
         self.multiple = self.base.train.micro_batch_size or 1
         self._sizes: dict[float, _Size] = {}
@@ -316,21 +323,8 @@ class _Designer:
 
 # ----------------------------------------------------------------------------- helpers
 
-def _trainer_knows(cls: type, name: str) -> bool:
-    return name in {f.name for f in dataclasses.fields(cls)}
-
-
 def _experiment(d: dict[str, Any], key: str) -> ExperimentConfig:
-    """The ExperimentConfig of a run's dict. Until the trainer's ScheduleConfig.warmup_steps and
-    CheckpointConfig.at exist, a dict using them is built without them (the counts do not depend on either)."""
-    from isoflop.optim.schedules import ScheduleConfig
-
-    d = copy.deepcopy(d)
-    if not _trainer_knows(ScheduleConfig, "warmup_steps") and "warmup_steps" in d["schedule"]:
-        d["schedule"].pop("warmup_steps")
-        d["schedule"]["warmup"] = 0.0
-    if not _trainer_knows(CheckpointConfig, "at"):
-        d["checkpoint"].pop("at", None)
+    """The ExperimentConfig of a run's dict; ConfigError naming `key` when it does not build."""
     try:
         return ExperimentConfig.from_dict(d)
     except ConfigError as e:
@@ -338,14 +332,8 @@ def _experiment(d: dict[str, Any], key: str) -> ExperimentConfig:
 
 
 def _resolve(d: dict[str, Any], key: str) -> dict[str, Any]:
-    """The run's config as the trainer reads it (defaults filled in, validated). Keys the trainer does not know
-    yet (see _experiment) stay as written."""
-    out = _experiment(d, key).to_dict()
-    if "warmup_steps" in d["schedule"] and "warmup_steps" not in out["schedule"]:
-        out["schedule"].update(warmup=d["schedule"]["warmup"], warmup_steps=d["schedule"]["warmup_steps"])
-    if "at" in d["checkpoint"] and "at" not in out["checkpoint"]:
-        out["checkpoint"]["at"] = d["checkpoint"]["at"]
-    return out
+    """The run's config as the trainer reads it (defaults filled in, validated)."""
+    return _experiment(d, key).to_dict()
 
 
 def _digest(config: dict[str, Any], init: InitPoint | None) -> str:

@@ -101,6 +101,9 @@ class SweepPlan:
     """FLOPs each mode would spend on the same cells: {"grid": ..., "fork": ...}."""
     spec: dict[str, Any]
     """The spec as resolved (defaults filled in)."""
+    base: dict[str, Any] = field(default_factory=dict)
+    """The base config every run derives from (the spec's `base` with its `set`), so that the sweep folder
+    needs no file outside it (`sweep predict` builds its rung from it)."""
     version: int = PLAN_VERSION
 
     def run(self, key: str) -> PlannedRun:
@@ -115,12 +118,12 @@ class SweepPlan:
     def with_runs(self, extra: list[PlannedRun]) -> SweepPlan:
         """This plan with `extra` runs appended (a rung); keys already there are kept, not doubled."""
         have = set(self.keys())
-        return SweepPlan(mode=self.mode, budgets=self.budgets, bills=self.bills, spec=self.spec,
+        return SweepPlan(mode=self.mode, budgets=self.budgets, bills=self.bills, spec=self.spec, base=self.base,
                          runs=self.runs + [r for r in extra if r.key not in have], version=self.version)
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": self.version, "mode": self.mode, "budgets": self.budgets, "bills": self.bills,
-                "spec": self.spec, "runs": [r.to_dict() for r in self.runs]}
+                "spec": self.spec, "base": self.base, "runs": [r.to_dict() for r in self.runs]}
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "the sweep plan") -> SweepPlan:
@@ -131,4 +134,4 @@ class SweepPlan:
             raise ConfigError(where, f"written by a newer isoflop (plan version {version} > {PLAN_VERSION})")
         runs = [PlannedRun.from_dict(r, where) for r in data["runs"]]
         return cls(mode=data["mode"], budgets=list(data["budgets"]), runs=runs, bills=dict(data.get("bills", {})),
-                   spec=dict(data.get("spec", {})), version=version)
+                   spec=dict(data.get("spec", {})), base=dict(data.get("base", {})), version=version)

@@ -120,8 +120,10 @@ def build_rung(sweep: SweepDir, n_params: float, budget: float) -> PlannedRun:
     from isoflop.sweep import spec as spec_module
 
     spec = spec_module.load_spec(sweep.spec_file)
-    # the spec's copy lives in the sweep folder: a base config file is found relative to it
-    return grid.rung_run(spec, sweep.path, n_params, budget)
+    # the plan holds the base config, so a base file next to the original spec is not needed (plans written
+    # before the plan held it fall back to reading the base next to the sweep's copy of the spec)
+    base = sweep.read_plan().base or None
+    return grid.rung_run(spec, sweep.path, n_params, budget, base=base)
 
 
 def train_rung(sweep: SweepDir, key: str, stream: TextIO | None = None) -> Any:
