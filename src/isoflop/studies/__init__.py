@@ -34,6 +34,15 @@ class Study:
         """Write any inputs the runs read (under `out`) before training, telling `progress` what it does; most
         studies need none. `runs` is asked again after it, so a run may use what it made."""
 
+    def execute(self, out: Path, *, smoke: bool, overrides: list[str], jobs: int,
+                progress: Callable[[str], None]) -> dict[str, RunDir]:
+        """Train the study's runs (what is not done yet) and return every run directory by name. The default
+        trains `runs` one after another into OUT/runs/<name> (runner.train_runs, which ignores `jobs`); a study
+        made of sweeps plans and runs them with the sweep executor instead."""
+        from isoflop.studies.runner import train_runs
+
+        return train_runs(self, out, smoke=smoke, overrides=overrides, progress=progress)
+
     def runs(self, out: Path, *, smoke: bool) -> dict[str, ExperimentConfig]:
         """The runs to train, by name (each trains into `out/runs/<name>`)."""
         raise NotImplementedError
