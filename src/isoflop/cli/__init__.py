@@ -1,7 +1,8 @@
 """The `isoflop` command: one entry point; each verb is one plain function with its own argument parser.
 
 Exit codes: 0 ok, 1 the run failed (e.g. a non-finite loss), 2 bad input (one line on stderr naming the key
-or file and the problem; never a traceback).
+or file and the problem; never a traceback), 3 preempted: a stop signal (SIGTERM, SIGUSR1) arrived during
+training, the step reached was checkpointed, and `--resume` continues (a scheduler may requeue on it).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from isoflop.config import ConfigError
 from isoflop.registry import Registry
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_PREEMPTED = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)

@@ -18,21 +18,33 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     add_config_args(parser, required=False)
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="run directory to create (or resume); `isoflop train DIR --resume` resumes DIR")
-    parser.add_argument("--resume", action="store_true", help="continue the run in DIR from its newest checkpoint")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in DIR from its newest checkpoint; with --set train.horizon.* also a "
+                             "finished run, to the new horizon")
+    parser.add_argument("--init-from", default=None, metavar="RUN[@STEP]",
+                        help="start the new run from the weights of RUN's checkpoint STEP (default: its newest)")
+    parser.add_argument("--init-optimizer", action="store_true", help="with --init-from: also its optimizer state")
+    parser.add_argument("--init-data", action="store_true",
+                        help="with --init-from: also continue its data position, step count and RNG from STEP")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved plan and exit")
 
 
 def train(args: argparse.Namespace) -> int:
+    from isoflop.cli import EXIT_FAILED, EXIT_PREEMPTED
     from isoflop.rundir import RunDir
-    from isoflop.train.run import run_training
+    from isoflop.train.run import InitFrom, run_training
     from isoflop.train.run_plan import describe, resolve_plan
-    from isoflop.train.step import NonFiniteLoss
+    from isoflop.train.step import NonFiniteLoss, Preempted
 
     target, out = args.target, args.out
     if target is not None and out is None and RunDir(target).is_run():
         target, out = None, target  # `isoflop train DIR --resume`: DIR is the run (written by `upcycle`, or killed)
     if out is None:
         raise ConfigError("--out", "name the run directory to write")
+    if (args.init_optimizer or args.init_data) and args.init_from is None:
+        raise ConfigError("--init-optimizer" if args.init_optimizer else "--init-data", "needs --init-from RUN[@STEP]")
+    init_from = (InitFrom.parse(args.init_from, optimizer=args.init_optimizer, data=args.init_data)
+                 if args.init_from is not None else None)
     if target is None:
         if not args.resume:
             raise ConfigError("RECIPE|FILE", "name a recipe or config file (or pass --resume with --out DIR)")
@@ -46,10 +58,13 @@ def train(args: argparse.Namespace) -> int:
         print(describe(plan))
         return 0
     try:
-        record = run_training(cfg, out, resume=args.resume)
+        record = run_training(cfg, out, resume=args.resume, init_from=init_from)
     except NonFiniteLoss as e:
         print(f"isoflop train: {e}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
+    except Preempted as e:
+        print(f"isoflop train: {e}", file=sys.stderr)
+        return EXIT_PREEMPTED
     print(f"val loss {record.val_loss:.4f} | {record.val_bpb:.4f} bits/byte | "
           f"{record.steps} steps, {record.D_tokens:,} tokens in {record.wall_time_s:.0f} s -> {out}")
     return 0
@@ -104,7 +119,7 @@ def plot_schedule(cfg: ExperimentConfig, steps: int, path: str) -> Path:
     lrs = [cfg.optim.lr * cfg.schedule.multiplier(s, steps) for s in range(steps)]
     title = f"{cfg.schedule.kind} schedule, {cfg.optim.kind} peak lr {cfg.optim.lr:g}, {steps:,} steps"
     try:
-        return draw(lrs, cfg.schedule.warmup_steps(steps), title, out)
+        return draw(lrs, cfg.schedule.warmup_length(steps), title, out)
     except ImportError as e:
         raise ConfigError("--plot-schedule", str(e)) from None
     except OSError as e:

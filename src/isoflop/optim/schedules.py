@@ -1,7 +1,9 @@
 """Learning-rate schedules: a multiplier of the peak lr for each optimizer step s = 0 .. total - 1.
 
-Every kind warms up linearly over `warmup` (a fraction of the run's steps): step s < W gets (s + 1) / W.
-`floor` is the final multiplier (the minimum lr as a fraction of the peak).
+Every kind warms up linearly over W steps: step s < W gets (s + 1) / W. W is `warmup_steps` when set (an
+absolute count, so runs of different lengths share it: a WSD cooldown forked from a longer run's checkpoint
+has that run's warmup), else `warmup` times the run's steps. `floor` is the final multiplier (the minimum lr
+as a fraction of the peak). `check(total_steps)` refuses, at plan time, a warmup that does not fit the run.
 """
 
 from __future__ import annotations
@@ -16,16 +18,26 @@ from isoflop.config import Variant, config, require
 class ScheduleConfig(Variant, family=True):
     default_kind = "cosine"
     warmup: float = 0.0
-    """Fraction of the run's steps spent warming up linearly from 0 to the peak."""
+    """Fraction of the run's steps spent warming up linearly from 0 to the peak (ignored when warmup_steps is set)."""
+    warmup_steps: int | None = None
+    """Warmup in optimizer steps, replacing the fraction `warmup` when set (must be below the run's steps)."""
 
     def __post_init__(self) -> None:
         require(0 <= self.warmup < 1, "warmup", f"must be a fraction in [0, 1), got {self.warmup}")
+        require(self.warmup_steps is None or self.warmup_steps >= 0, "warmup_steps",
+                f"must be a non-negative number of steps, got {self.warmup_steps}")
 
-    def warmup_steps(self, total_steps: int) -> int:
-        return round(self.warmup * total_steps)
+    def warmup_length(self, total_steps: int) -> int:
+        """W, the warmup steps of a run of `total_steps`."""
+        return self.warmup_steps if self.warmup_steps is not None else round(self.warmup * total_steps)
+
+    def check(self, total_steps: int) -> None:
+        """ConfigError (key relative to the schedule) unless the warmup fits a run of `total_steps`."""
+        require(self.warmup_steps is None or self.warmup_steps < total_steps, "warmup_steps",
+                f"{self.warmup_steps} warmup steps do not fit the run's {total_steps} steps")
 
     def multiplier(self, step: int, total_steps: int) -> float:
-        warm = self.warmup_steps(total_steps)
+        warm = self.warmup_length(total_steps)
         if step < warm:
             return (step + 1) / warm
         return self.after_warmup(step - warm, total_steps - warm)
@@ -106,11 +118,23 @@ class WSDSchedule(ScheduleConfig):
         super().__post_init__()
         _check_floor(self.floor)
         require(0 < self.decay <= 1, "decay", f"must be a fraction in (0, 1], got {self.decay}")
-        require(self.warmup + self.decay <= 1, "decay", "warmup + decay exceed the whole run")
+        require(self.warmup_steps is not None or self.warmup + self.decay <= 1, "decay",
+                "warmup + decay exceed the whole run")
+
+    def decay_length(self, total_steps: int) -> int:
+        """The decay steps of a run of `total_steps` (at least one); the decay starts at total - this."""
+        return max(round(self.decay * total_steps), 1)
+
+    def check(self, total_steps: int) -> None:
+        super().check(total_steps)
+        if self.warmup_steps is not None:
+            require(self.warmup_steps + self.decay_length(total_steps) <= total_steps, "warmup_steps",
+                    f"{self.warmup_steps} warmup steps and {self.decay_length(total_steps)} decay steps exceed "
+                    f"the run's {total_steps} steps")
 
     def multiplier(self, step: int, total_steps: int) -> float:
-        warm = self.warmup_steps(total_steps)
-        decay_steps = max(round(self.decay * total_steps), 1)
+        warm = self.warmup_length(total_steps)
+        decay_steps = self.decay_length(total_steps)
         decay_start = total_steps - decay_steps
         if step < warm:
             return (step + 1) / warm
@@ -152,13 +176,20 @@ class InverseSqrtSchedule(ScheduleConfig):
         super().__post_init__()
         _check_floor(self.floor)
         require(0 <= self.cooldown <= 1, "cooldown", f"must be a fraction in [0, 1], got {self.cooldown}")
-        require(self.warmup + self.cooldown <= 1, "cooldown", "warmup + cooldown exceed the whole run")
+        require(self.warmup_steps is not None or self.warmup + self.cooldown <= 1, "cooldown",
+                "warmup + cooldown exceed the whole run")
+
+    def check(self, total_steps: int) -> None:
+        super().check(total_steps)
+        cool = round(self.cooldown * total_steps)
+        require(self.warmup_steps is None or self.warmup_steps + cool <= total_steps, "warmup_steps",
+                f"{self.warmup_steps} warmup steps and {cool} cooldown steps exceed the run's {total_steps} steps")
 
     def _rsqrt(self, step: int, warm: int) -> float:
         return math.sqrt(max(warm, 1) / (step + 1))
 
     def multiplier(self, step: int, total_steps: int) -> float:
-        warm = self.warmup_steps(total_steps)
+        warm = self.warmup_length(total_steps)
         if step < warm:
             return (step + 1) / warm
         cool_steps = round(self.cooldown * total_steps)

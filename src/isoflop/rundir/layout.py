@@ -6,11 +6,16 @@
     metrics.jsonl              one JSON record per logged step and per evaluation (metrics.py)
     checkpoints/step_NNNNNNN/  atomic step checkpoints; train/checkpoint.py owns what is inside one
     run.json                   the RunRecord (record.py), written last: the mark that the run is complete
+    run.step_NNNNNNN.json      the record of an earlier finish at step N, set aside when the horizon was extended
     tb/                        TensorBoard events, when log.tensorboard is on
     upcycle.json, expand.json  what `isoflop upcycle` / `isoflop expand` did, in a run they wrote
+    init.json                  where a run's initial weights came from (`train --init-from RUN@STEP`)
+    failure.json               why training last failed ({"reason", "step", "time"}); removed by a finish
+    train.lock                 flock-ed by the process training the run (rundir/lock.py); never deleted
 
 A folder is *a run* once config.json is there, *complete* once run.json is. A run killed before its first
-checkpoint restarts from step 0; one killed later resumes from its newest complete checkpoint.
+checkpoint restarts from step 0 (or from its init.json source); one killed later resumes from its newest
+complete checkpoint. train.lock alone does not make a folder a run, nor a non-empty one to a fresh start.
 
 This module is the only place these names are spelled; it imports neither torch nor numpy, so science and the
 CLI read runs without them.
@@ -19,13 +24,16 @@ CLI read runs without them.
 from __future__ import annotations
 
 import json
+import os
 import re
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import isoflop.rundir.atomic as atomic
 from isoflop.errors import ConfigError
+from isoflop.rundir.lock import FileLock
 from isoflop.rundir.metrics import MetricsLog
 from isoflop.rundir.record import RunRecord
 
@@ -36,9 +44,13 @@ METRICS_FILE = "metrics.jsonl"
 CHECKPOINTS_DIR = "checkpoints"
 RECORD_FILE = "run.json"
 TENSORBOARD_DIR = "tb"
+INIT_FILE = "init.json"
+FAILURE_FILE = "failure.json"
+LOCK_FILE = "train.lock"
 SURGERY_KINDS = ("upcycle", "expand")
 """The surgeries that write a run directory, each leaving `<kind>.json` in it."""
 _STEP_DIR = re.compile(r"^step_(\d{7})$")
+_EARLIER_RECORD = re.compile(r"^run\.step_(\d{7})\.json$")
 
 
 def step_dir_name(step: int) -> str:
@@ -111,6 +123,22 @@ class RunDir:
     def metrics(self) -> MetricsLog:
         return MetricsLog(self.path / METRICS_FILE)
 
+    @property
+    def init_file(self) -> Path:
+        return self.path / INIT_FILE
+
+    @property
+    def failure_file(self) -> Path:
+        return self.path / FAILURE_FILE
+
+    @property
+    def lock_file(self) -> Path:
+        return self.path / LOCK_FILE
+
+    def earlier_record_file(self, step: int) -> Path:
+        """Where the record of a finish at `step` goes when the run's horizon is extended past it."""
+        return self.path / f"run.step_{step:07d}.json"
+
     def surgery_file(self, kind: str) -> Path:
         """`<kind>.json`, the record of the surgery that wrote this run (kind in SURGERY_KINDS)."""
         if kind not in SURGERY_KINDS:
@@ -140,25 +168,53 @@ class RunDir:
         return self
 
     def check_start(self, config: dict[str, Any], *, resume: bool,
-                    normalize: Callable[[dict[str, Any]], dict[str, Any]] = lambda d: d) -> None:
+                    normalize: Callable[[dict[str, Any]], dict[str, Any]] = lambda d: d,
+                    may_differ: Sequence[str] = ()) -> bool:
         """Refuse (ConfigError) a folder that holds another run, or a resume with nothing to resume. On resume the
-        saved config, read through `normalize` (the current schema), must equal `config`."""
+        saved config, read through `normalize` (the current schema), must equal `config` except under the dotted
+        keys `may_differ`; True when it differs there (False for a fresh start, or an equal config)."""
         if resume:
             if not self.is_run():
                 raise ConfigError(str(self.path), f"--resume: no run here (no {CONFIG_FILE})")
-            difference = self.config_difference(config, normalize)
+            difference = self.config_difference(config, normalize, ignore=may_differ)
             if difference is not None:
                 raise ConfigError(str(self.path), f"--resume: the run here has a different config (at {difference})")
-            return
+            return self.config_difference(config, normalize) is not None
         if self.is_run():
             raise ConfigError(str(self.path), "already holds a run; pass --resume to continue it, or choose another --out")
-        atomic.check_empty_or_absent(self.path)
+        if not (self.path.is_dir() and {p.name for p in self.path.iterdir()} <= {LOCK_FILE}):
+            atomic.check_empty_or_absent(self.path)  # a lock file alone is what a trainer holding it leaves
+        return False
 
     def config_difference(self, config: dict[str, Any],
-                          normalize: Callable[[dict[str, Any]], dict[str, Any]] = lambda d: d) -> str | None:
-        """The first dotted key where the saved config (through `normalize`) and `config` differ, or None."""
+                          normalize: Callable[[dict[str, Any]], dict[str, Any]] = lambda d: d,
+                          ignore: Sequence[str] = ()) -> str | None:
+        """The first dotted key where the saved config (through `normalize`) and `config` differ, or None;
+        differences under the dotted keys `ignore` do not count."""
         saved = normalize(self.read_config())
+        for key in ignore:  # compare as if the saved config had `config`'s values there
+            _graft(saved, config, key.split("."))
         return None if saved == config else first_difference(saved, config)
+
+    # ------------------------------------------------------------------ the training lock
+    def acquire_lock(self) -> FileLock:
+        """Hold train.lock (creating the folder) until the returned lock's `release()` or this process ends;
+        ConfigError naming the folder when another process holds it."""
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(str(self.path), "exists and is not a directory")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(str(self.path), f"cannot create the folder ({e.strerror or e})") from None
+        lock = FileLock(self.lock_file)
+        if not lock.acquire():
+            pid = lock.holder()
+            raise ConfigError(str(self.path), f"another process is training this run (pid {pid if pid else '?'})")
+        return lock
+
+    def is_locked(self) -> bool:
+        """A process is training this run now (its train.lock is held); never blocks."""
+        return FileLock(self.lock_file).is_held()
 
     # ------------------------------------------------------------------ files
     def read_config(self) -> dict[str, Any]:
@@ -186,6 +242,40 @@ class RunDir:
 
     def write_record(self, record: RunRecord) -> None:
         atomic.write_json(self.record_file, record.to_dict())
+
+    def set_record_aside(self) -> Path:
+        """Move run.json to run.step_NNNNNNN.json (N = its steps), so the run no longer reads as complete and
+        the earlier finish is kept; the new path."""
+        target = self.earlier_record_file(self.read_record().steps)
+        os.replace(self.record_file, target)
+        return target
+
+    def earlier_records(self) -> list[Path]:
+        """The records set aside by horizon extensions, oldest finish first."""
+        found = [p for p in self.path.iterdir() if _EARLIER_RECORD.match(p.name)] if self.path.is_dir() else []
+        return sorted(found)
+
+    def write_init(self, source: dict[str, Any]) -> None:
+        """init.json: where the run's initial weights came from (train/init_from.py writes it)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic.write_json(self.init_file, source)
+
+    def read_init(self) -> dict[str, Any] | None:
+        """init.json as data, or None when the run was initialised from scratch."""
+        return read_json(self.init_file) if self.init_file.is_file() else None
+
+    def write_failure(self, reason: str, step: int | None) -> None:
+        """failure.json: why training failed and at which step (None: before the first step, or unknown)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic.write_json(self.failure_file, {"reason": reason, "step": step,
+                                              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+    def read_failure(self) -> dict[str, Any] | None:
+        """failure.json as data ({"reason", "step", "time"}), or None when the run has not failed."""
+        return read_json(self.failure_file) if self.failure_file.is_file() else None
+
+    def clear_failure(self) -> None:
+        self.failure_file.unlink(missing_ok=True)
 
     def write_surgery(self, kind: str, record: dict[str, Any]) -> None:
         atomic.write_json(self.surgery_file(kind), record)
@@ -238,6 +328,18 @@ def find_runs(folder: str | Path, *, complete: bool = True) -> list[RunDir]:
     if not here.path.is_dir():
         return []
     return sorted((RunDir(p) for p in here.path.iterdir() if p.is_dir() and counts(RunDir(p))), key=lambda r: r.name)
+
+
+def _graft(target: dict[str, Any], source: dict[str, Any], parts: list[str]) -> None:
+    """Set target's value at the dotted path `parts` to source's (or drop it where source has none)."""
+    for part in parts[:-1]:
+        target, source = target.get(part), source.get(part)
+        if not isinstance(target, dict) or not isinstance(source, dict):
+            return
+    if parts[-1] in source:
+        target[parts[-1]] = source[parts[-1]]
+    else:
+        target.pop(parts[-1], None)
 
 
 def first_difference(a: Any, b: Any, prefix: str = "") -> str:

@@ -88,5 +88,12 @@ class MetricsLog:
         """Drop the records past `step` (a resumed run's log continues from its checkpoint), atomically."""
         if not self.path.is_file():
             return
-        kept = [r for r in self.read() if r.get("step", 0) <= step]
-        atomic.write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        self._write([r for r in self.read() if r.get("step", 0) <= step])
+
+    def replace_with(self, source: MetricsLog, through_step: int) -> None:
+        """This log becomes `source`'s records up to `through_step`, atomically (a run that continues another
+        run's trajectory from that step carries its history, so its log reads as one run)."""
+        self._write([r for r in source.read() if r.get("step", 0) <= through_step])
+
+    def _write(self, records: list[dict[str, Any]]) -> None:
+        atomic.write_text(self.path, "".join(json.dumps(r) + "\n" for r in records))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,9 @@ _TMP_PREFIX = ".tmp_"
 
 
 def save(run: RunDir, step: int, model_state: dict[str, torch.Tensor], optim_state: dict[str, Any] | None,
-         state: dict[str, Any], *, keep: int) -> Path:
-    """Write checkpoint `step`; keep the newest `keep`. `state` is JSON data (loader position, counters)."""
+         state: dict[str, Any], *, keep: int, protect: Collection[int] = ()) -> Path:
+    """Write checkpoint `step`; keep the newest `keep` of those not in `protect`, and every one in `protect`.
+    `state` is JSON data (loader position, counters)."""
     root, final = run.checkpoints_dir, run.step_dir(step)
     root.mkdir(parents=True, exist_ok=True)
     if final.exists():
@@ -48,7 +50,7 @@ def save(run: RunDir, step: int, model_state: dict[str, torch.Tensor], optim_sta
     _fsync(tmp)
     os.rename(tmp, final)
     _fsync(root)
-    _prune(run, keep)
+    _prune(run, keep, protect)
     return final
 
 
@@ -65,6 +67,22 @@ def load(path: str | Path, *, with_optimizer: bool = True
     return model_state, optim_state, state
 
 
+def read_state(path: str | Path) -> dict[str, Any]:
+    """state.json of one checkpoint folder (the step, the loader's position, the seconds), without the tensors."""
+    return json.loads((Path(path) / "state.json").read_text())
+
+
+def tensor_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """name -> shape of every model tensor in one checkpoint folder (aliases included), read from the header."""
+    from safetensors import safe_open
+
+    with safe_open(str(Path(path) / "model.safetensors"), framework="pt") as f:
+        shapes = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    for alias, source in read_state(path).get("aliases", {}).items():
+        shapes[alias] = shapes[source]
+    return shapes
+
+
 def _dedupe_shared(model_state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """safetensors refuses tensors that share memory (tied embeddings): store each once, record aliases."""
     seen: dict[tuple[int, int, tuple[int, ...]], str] = {}
@@ -79,8 +97,9 @@ def _dedupe_shared(model_state: dict[str, torch.Tensor]) -> tuple[dict[str, torc
     return tensors, aliases
 
 
-def _prune(run: RunDir, keep: int) -> None:
-    for step in run.checkpoint_steps()[:-keep]:
+def _prune(run: RunDir, keep: int, protect: Collection[int]) -> None:
+    prunable = [s for s in run.checkpoint_steps() if s not in protect]
+    for step in prunable[:-keep]:
         shutil.rmtree(run.step_dir(step), ignore_errors=True)
     for p in run.checkpoints_dir.iterdir():  # temporaries left by a killed save
         if p.name.startswith(_TMP_PREFIX) and not p.name.endswith(f"_{os.getpid()}"):

@@ -125,6 +125,15 @@ def sum_across_ranks_(tensors: list[torch.Tensor], ctx: DistContext) -> None:
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
 
 
+def any_rank(flag: bool, ctx: DistContext) -> bool:
+    """True on every rank when `flag` is True on any: ranks agree (a collective when distributed)."""
+    if not ctx.distributed:
+        return flag
+    value = torch.tensor(int(flag), device=ctx.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def barrier(ctx: DistContext) -> None:
     if ctx.distributed:
         dist.barrier()

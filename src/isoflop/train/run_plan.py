@@ -42,7 +42,8 @@ class RunPlan:
 
 
 def resolve_plan(cfg: ExperimentConfig, world_size: int = 1) -> RunPlan:
-    """The plan of `cfg` on `world_size` data-parallel ranks; ConfigError when the batch does not split."""
+    """The plan of `cfg` on `world_size` data-parallel ranks; ConfigError when the batch does not split, the
+    warmup does not fit the steps (schedule.warmup_steps) or a checkpoint.at step is past them."""
     t = cfg.train
     model = cfg.resolved_model
     seq_len = cfg.data.seq_len
@@ -68,12 +69,19 @@ def resolve_plan(cfg: ExperimentConfig, world_size: int = 1) -> RunPlan:
         assert h.tokens_per_param is not None
         steps = math.ceil(h.tokens_per_param * groups.total / tokens_per_step)
     steps = max(steps, 1)
+    try:
+        cfg.schedule.check(steps)
+    except ConfigError as e:
+        raise e.under("schedule") from None
+    past = [s for s in cfg.checkpoint.at if s > steps]
+    if past:
+        raise ConfigError("checkpoint.at", f"step {past[0]} is past the run's {steps} steps")
     tokens = steps * tokens_per_step
     return RunPlan(
         steps=steps, world_size=world_size, global_batch=t.batch_size, micro_batch=micro,
         grad_accum=per_rank // micro, seq_len=seq_len, tokens_per_step=tokens_per_step, tokens=tokens,
         flops_per_token=per_token, flops=float(tokens) * per_token, params=groups.to_dict(),
-        warmup_steps=cfg.schedule.warmup_steps(steps), horizon_unit=h.unit,
+        warmup_steps=cfg.schedule.warmup_length(steps), horizon_unit=h.unit,
     )
 
 

@@ -108,11 +108,19 @@ class CheckpointConfig(Config):
     every: int = 0
     """Save a checkpoint every this many steps (0: only at the end)."""
     keep: int = 2
-    """Keep the newest this many step checkpoints."""
+    """Keep the newest this many step checkpoints (those of `at` not counted: they are always kept)."""
+    at: list[int] = field(default_factory=list)
+    """Also checkpoint at these steps, and never prune them (a WSD trunk keeps its fork points so)."""
 
     def __post_init__(self) -> None:
         require(self.every >= 0, "every", f"must be non-negative, got {self.every}")
         require(self.keep >= 1, "keep", f"must be at least 1, got {self.keep}")
+        bad = [s for s in self.at if isinstance(s, bool) or not isinstance(s, int) or s <= 0]
+        require(not bad, "at", f"must be positive step numbers, got {bad[0] if bad else None!r}")
+
+    def saves_at(self, step: int) -> bool:
+        """Whether a step checkpoint is due after `step` (every `every`, and at each of `at`)."""
+        return (self.every > 0 and step % self.every == 0) or step in self.at
 
 
 @config

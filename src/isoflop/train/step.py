@@ -8,6 +8,7 @@ over every rank.
 from __future__ import annotations
 
 import math
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
@@ -28,6 +29,16 @@ class NonFiniteLoss(RuntimeError):
     def __init__(self, step: int, loss: float):
         self.step = step
         super().__init__(f"loss became {loss} at step {step}; stopped (the last good checkpoint is kept)")
+
+
+class Preempted(Exception):
+    """A stop signal (SIGTERM, SIGUSR1; train/signals.py) arrived: step `step` was checkpointed and training
+    stopped there, so `--resume` continues the run as if it had not stopped."""
+
+    def __init__(self, step: int, signum: int | None = None):
+        self.step, self.signum = step, signum
+        name = signal.Signals(signum).name if signum is not None else "a stop signal"
+        super().__init__(f"{name} received: checkpointed step {step} and stopped; --resume continues the run")
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,14 @@
     trainer.open(); trainer.build(); trainer.resume(); trainer.train()
     record = trainer.finish()    # run.py's run_training drives it so, after checking the input
 
-- open     write the config and the plan (before any compute), prepare the token shards, copy the tokenizer
+- open     write the config and the plan (and init.json) before any compute, prepare the token shards, copy
+           the tokenizer
 - build    model (counted == built), parallelism, optimizer, data loader, evaluation sets, distillation
-- resume   the newest checkpoint's weights, optimizer, loader position, RNG and clocks (or step 0)
+- resume   the newest checkpoint's weights, optimizer, loader position, RNG and clocks; else the init source's
+           (init_from.py), else step 0
 - train    the optimizer steps; every log.every a metrics record, every eval.every an evaluation, every
-           checkpoint.every a checkpoint (the last two pause the training clock)
+           checkpoint.every (and at each checkpoint.at) a checkpoint (the last two pause the training clock).
+           A stop signal (signals.py) checkpoints the step it ends and raises Preempted
 - evaluate the validation loss (and the causal-routing and extra-corpus losses) at a step
 - save     a checkpoint at a step
 - finish   the final evaluation and checkpoint, then the RunRecord, written last
@@ -32,21 +35,27 @@ from isoflop.rundir import EVAL, TRAIN, RunDir, RunRecord
 from isoflop.train import checkpoint, parallel
 from isoflop.train.clock import TrainingClock
 from isoflop.train.evaluate import EvalSet, evaluate_run
+from isoflop.train.init_from import InitSource, Start, initialise
 from isoflop.train.reporters import ConsoleProgress, TensorBoard
 from isoflop.train.run_plan import RunPlan, describe
+from isoflop.train.signals import StopSignals
 from isoflop.train.spec import ExperimentConfig
-from isoflop.train.step import ExtraLoss, NonFiniteLoss, OptimizerStep, StepResult
+from isoflop.train.step import ExtraLoss, NonFiniteLoss, OptimizerStep, Preempted, StepResult
 
 
 class Trainer:
     def __init__(self, cfg: ExperimentConfig, plan: RunPlan, run: RunDir, ctx: parallel.DistContext, *,
-                 resume: bool = False, stream: TextIO | None = None, now: Callable[[], float] = time.perf_counter):
-        """`now` is the clock's time source (seconds; tests give a fake one)."""
+                 resume: bool = False, init: InitSource | None = None, stream: TextIO | None = None,
+                 now: Callable[[], float] = time.perf_counter):
+        """`init`: the checkpoint of another run the weights come from (a run without its own checkpoint yet);
+        `now` is the clock's time source (seconds; tests give a fake one)."""
         self.cfg, self.plan, self.run_dir, self.ctx, self.resuming = cfg, plan, run, ctx, resume
+        self.init = init
         self.console = ConsoleProgress(plan.steps, stream or sys.stderr) if ctx.is_main else None
         self.now = now
         self.clock: TrainingClock | None = None  # started by resume(), which knows the seconds already spent
         self.start_step = 0
+        self.at_step: int | None = None  # the step being worked on (failure records name it)
 
     # ------------------------------------------------------------------ open and build
     def open(self) -> None:
@@ -54,6 +63,8 @@ class Trainer:
         if self.ctx.is_main and not self.resuming:
             self.run_dir.write_config(self.cfg.to_dict())
             self.run_dir.write_plan(self.plan.to_dict())
+            if self.init is not None:
+                self.run_dir.write_init(self.init.to_dict())
         self._say(describe(self.plan))
         with parallel.main_first(self.ctx):
             self.data = prepare_shards(self.cfg.data, progress=self._say if self.console else None)
@@ -107,47 +118,70 @@ class Trainer:
 
     # ------------------------------------------------------------------ resume
     def resume(self) -> None:
-        """Continue from the newest checkpoint when resuming; the metrics log is cut back to it."""
+        """Continue from the newest checkpoint when resuming, else from the init source, else at step 0; the
+        metrics log is cut back to the start (or, continuing the source's data, is the source's up to it)."""
         path = self.run_dir.latest_checkpoint() if self.resuming else None
-        training_s = wall_s = 0.0
+        start = Start()
         if path is not None:
             model_state, optim_state, state = checkpoint.load(path)
             parallel.load_full_state(self.model, self.optimizer, model_state, optim_state)
             self.loader.load_state_dict(state["loader"])
             torch.set_rng_state(state["rng"]["torch"])
-            self.start_step, training_s = state["step"], state["elapsed_s"]
-            wall_s = state.get("wall_s", training_s)  # checkpoints before 2026-11-22 kept one figure
-        if self.resuming and self.ctx.is_main:
-            self.run_dir.metrics.truncate_after(self.start_step)
-            self._say(f"resumed from {path.name}" if path is not None else "no checkpoint yet: starting from step 0")
-        self.clock = TrainingClock(training_s, wall_s, now=self.now)
+            # checkpoints before 2026-11-22 kept one figure for both clocks
+            start = Start(state["step"], state["elapsed_s"], state.get("wall_s", state["elapsed_s"]))
+        elif self.init is not None:
+            start = initialise(self.init, raw_model=self.raw_model, model=self.model, optimizer=self.optimizer,
+                               loader=self.loader, optimizer_kind=self.cfg.optim.kind)
+            self._say(f"initialised from {self.init.describe()}")
+        self.start_step = start.step
+        if self.ctx.is_main:
+            if path is None and self.init is not None and self.init.data:
+                self.run_dir.metrics.replace_with(RunDir(self.init.run).metrics, self.start_step)
+            elif self.resuming:
+                self.run_dir.metrics.truncate_after(self.start_step)
+        if self.resuming:
+            self._say(f"resumed from {path.name}" if path is not None else "no checkpoint yet: starting afresh")
+        self.clock = TrainingClock(start.training_s, start.wall_s, now=self.now)
 
     # ------------------------------------------------------------------ train
     def train(self) -> None:
-        """Steps start_step .. plan.steps - 1; raises NonFiniteLoss (the last good checkpoint is kept)."""
+        """Steps start_step .. plan.steps - 1; raises NonFiniteLoss (the last good checkpoint is kept), or
+        Preempted after checkpointing the step a stop signal arrived in."""
         assert self.clock is not None
-        cfg, plan = self.cfg, self.plan
         # training seconds and tokens at the last logged step: throughput is measured between logs
-        self._last_log = (self.clock.training_s, self.start_step * plan.tokens_per_step)
+        self._last_log = (self.clock.training_s, self.start_step * self.plan.tokens_per_step)
         try:
-            for step in range(self.start_step, plan.steps):
-                done = step + 1
-                inputs_BT, targets_BT = self.loader.next()
-                lr = cfg.optim.lr * cfg.schedule.multiplier(step, plan.steps)
-                logs = done % cfg.log.every == 0 or done == plan.steps
-                result = self.step(inputs_BT, targets_BT, lr, log=logs)
-                if not math.isfinite(result.loss):
-                    raise NonFiniteLoss(done, result.loss)
-                with self.clock.paused():  # logging, evaluation and checkpoints are not training time
-                    if logs:
-                        self._log_step(done, lr, result)
-                    if cfg.eval.every and done % cfg.eval.every == 0 and done < plan.steps:
-                        self.evaluate(done)
-                    if cfg.checkpoint.every and done % cfg.checkpoint.every == 0 and done < plan.steps:
-                        self.save(done)
+            with StopSignals() as stop:
+                self._steps(stop)
         finally:
             if self.console:
                 self.console.close()
+
+    def _steps(self, stop: StopSignals) -> None:
+        assert self.clock is not None
+        cfg, plan = self.cfg, self.plan
+        for step in range(self.start_step, plan.steps):
+            done = self.at_step = step + 1
+            inputs_BT, targets_BT = self.loader.next()
+            lr = cfg.optim.lr * cfg.schedule.multiplier(step, plan.steps)
+            logs = done % cfg.log.every == 0 or done == plan.steps
+            result = self.step(inputs_BT, targets_BT, lr, log=logs)
+            if not math.isfinite(result.loss):
+                raise NonFiniteLoss(done, result.loss)
+            with self.clock.paused():  # logging, evaluation and checkpoints are not training time
+                if logs:
+                    self._log_step(done, lr, result)
+                if done == plan.steps:
+                    break  # finish() evaluates and checkpoints the last step
+                if cfg.eval.every and done % cfg.eval.every == 0:
+                    self.evaluate(done)
+                saved = cfg.checkpoint.saves_at(done)
+                if saved:
+                    self.save(done)
+                if parallel.any_rank(stop.requested, self.ctx):  # every rank stops at the same step
+                    if not saved:
+                        self.save(done)
+                    raise Preempted(done, stop.signum)
 
     def _log_step(self, done: int, lr: float, result: StepResult) -> None:
         assert self.clock is not None
@@ -196,18 +230,22 @@ class Trainer:
         model_state, optim_state = parallel.full_state(self.model, self.optimizer)
         if self.ctx.is_main:
             state = {"loader": self.loader.state_dict(), "elapsed_s": self.clock.training_s, "wall_s": self.clock.wall_s}
-            checkpoint.save(self.run_dir, step, model_state, optim_state, state, keep=self.cfg.checkpoint.keep)
+            checkpoint.save(self.run_dir, step, model_state, optim_state, state, keep=self.cfg.checkpoint.keep,
+                            protect=self.cfg.checkpoint.at)
         parallel.barrier(self.ctx)
 
     def finish(self) -> RunRecord:
-        """The final evaluation and checkpoint, then the run record, which marks the run complete."""
+        """The final evaluation and checkpoint, then the run record, which marks the run complete (and clears
+        a failure record of an earlier attempt). A stop signal meanwhile is ignored: the run is finishing."""
         assert self.clock is not None
+        self.at_step = self.plan.steps
         training_s = self.clock.training_s
-        with self.clock.paused():
+        with StopSignals(), self.clock.paused():
             final = self.evaluate(self.plan.steps)
             self.save(self.plan.steps)
         record = self._record_of(final, training_s)
         if self.ctx.is_main:
+            self.run_dir.clear_failure()
             self.run_dir.write_record(record)
             if self.tensorboard:
                 self.tensorboard.close()
