@@ -11,11 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from isoflop.cli import EXIT_FAILED, EXIT_OK
+from isoflop.cli import EXIT_FAILED, EXIT_OK, EXIT_PREEMPTED
 from isoflop.cli.common import print_json
 from isoflop.config import ConfigError
-
-EXIT_PREEMPTED = 3  # a run stopped with a checkpoint (train.step.Preempted)
 
 
 def _say(line: str) -> None:
@@ -83,7 +81,8 @@ def add_run_one_args(parser: argparse.ArgumentParser) -> None:
 
 def run_one(args: argparse.Namespace) -> int:
     from isoflop.sweep.layout import SweepDir
-    from isoflop.sweep.run_one import PreviouslyFailed, _is_preempted, run_planned
+    from isoflop.sweep.run_one import PreviouslyFailed, run_planned
+    from isoflop.train.step import Preempted
 
     if args.threads is not None:
         if args.threads < 1:
@@ -98,10 +97,10 @@ def run_one(args: argparse.Namespace) -> int:
     except PreviouslyFailed as e:
         print(f"isoflop sweep run-one: {e}", file=sys.stderr)
         return EXIT_FAILED
+    except Preempted as e:
+        print(f"isoflop sweep run-one: {args.key}: {e}", file=sys.stderr)
+        return EXIT_PREEMPTED
     except Exception as e:
-        if _is_preempted(e):
-            print(f"isoflop sweep run-one: {args.key}: preempted: {e}", file=sys.stderr)
-            return EXIT_PREEMPTED
         import traceback
 
         traceback.print_exc()  # into the run's log; the line after it is the reason the driver records

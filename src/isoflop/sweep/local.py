@@ -41,11 +41,11 @@ from isoflop.sweep.run_one import (
     prepare,
     read_failure,
     trunk_checkpoint_ready,
-    write_failure,
 )
-from isoflop.sweep.status import _is_locked, last_train_record
+from isoflop.sweep.status import last_train_record
 
-EXIT_PREEMPTED = 3  # cli/__init__.py's EXIT_PREEMPTED (the library cannot import cli)
+EXIT_PREEMPTED = 3
+"""The exit code of a run stopped with a checkpoint (cli.EXIT_PREEMPTED; the library does not import cli)."""
 STOP_GRACE_S = 300.0
 """How long a stopping driver waits for its runs to checkpoint after SIGTERM before it kills them."""
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -201,7 +201,7 @@ class _Driver:
 
     def _ready(self, planned: PlannedRun) -> bool:
         run = self.sweep.run_dir(planned.key)
-        if _is_locked(run):  # still being trained by a process a killed driver left (it is checkpointing)
+        if run.is_locked():  # still being trained by a process a killed driver left (it is checkpointing)
             if planned.key not in self.waiting_said:
                 self.say(f"wait  {planned.key}: another process trains it; starting when it stops")
                 self.waiting_said.add(planned.key)
@@ -297,15 +297,19 @@ class _Driver:
         else:
             failure = read_failure(run)
             reason = failure["reason"] if failure else (last or f"exited with code {rc}")
-        if rc != 2 and read_failure(run) is None:
+        failure = read_failure(run)
+        if rc != 2 and failure is None:
             record = last_train_record(run)
-            write_failure(run, reason, record.get("step") if record else None)
+            run.write_failure(reason, record.get("step") if record else None)
+        step = failure.get("step") if failure else None
         self.summary.failed[key] = reason
-        self.say(f"FAIL  {key}: {reason}{self._at(run)} (log: {self.sweep.log_file(key)})")
+        self.say(f"FAIL  {key}: {reason}{self._at(run, step)} (log: {self.sweep.log_file(key)})")
 
-    def _at(self, run: Any) -> str:
-        record = last_train_record(run)
-        return f" at step {record['step']}" if record else ""
+    def _at(self, run: Any, step: int | None = None) -> str:
+        if step is None:
+            record = last_train_record(run)
+            step = record["step"] if record else None
+        return f" at step {step}" if step is not None else ""
 
     def _progress(self) -> None:
         for key, child in self.running.items():

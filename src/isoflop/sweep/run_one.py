@@ -23,6 +23,7 @@ from isoflop.sweep.layout import SweepDir
 from isoflop.sweep.plan import InitPoint, PlannedRun, SweepPlan
 
 if TYPE_CHECKING:
+    from isoflop.train.run import InitFrom
     from isoflop.train.spec import ExperimentConfig
 
 
@@ -95,6 +96,7 @@ def run_planned(sweep: SweepDir, key: str, *, stream: TextIO | None = None,
     a fork whose trunk checkpoint is missing), PreviouslyFailed, train.step.Preempted (checkpointed, resumable),
     or what training raised (recorded in the failure file)."""
     from isoflop.train.run import run_training
+    from isoflop.train.step import Preempted
 
     sweep.require_sweep()
     plan = sweep.read_plan()
@@ -106,38 +108,35 @@ def run_planned(sweep: SweepDir, key: str, *, stream: TextIO | None = None,
     if failure is not None:
         if not retry_failed:
             raise PreviouslyFailed(key, failure)
-        clear_failure(run)
-    kwargs: dict[str, Any] = {}
+        run.clear_failure()
+    init_from = None
     point = prep.planned.init_from
-    if point is not None and not run.checkpoint_steps():  # a fork's own checkpoints, once it has any, come first
-        kwargs["init_from"] = _init_from(sweep, plan, point)
+    if point is not None:
+        if prep.action == "start":
+            init_from = _init_from(sweep, plan, point)
+        elif run.read_init() is None and not run.checkpoint_steps():
+            # killed between writing config.json and init.json: resuming would train the fork from scratch
+            raise ConfigError(str(run.path), "a fork that was stopped before it recorded its trunk (no init.json); "
+                              "move the folder away to start it again")
+        # a started fork resumes from its own checkpoint, or from the source its init.json records
     try:
-        return run_training(prep.cfg, run.path, resume=prep.action == "resume", stream=stream, **kwargs)
-    except ConfigError:
+        return run_training(prep.cfg, run.path, resume=prep.action == "resume", init_from=init_from, stream=stream)
+    except (ConfigError, Preempted):
         raise
     except Exception as e:
-        if _is_preempted(e):
-            raise
-        if read_failure(run) is None and run.path.is_dir():  # the trainer did not record it: record it here
-            write_failure(run, f"{type(e).__name__}: {e}", last_step(run))
+        if read_failure(run) is None and run.is_run():  # the trainer did not record it: record it here
+            run.write_failure(f"{type(e).__name__}: {e}", last_step(run))
         raise
 
 
-def _init_from(sweep: SweepDir, plan: SweepPlan, point: InitPoint) -> Any:
-    from isoflop.train.run import InitFrom  # type: ignore[attr-defined]  # TRAINER's, with init_from
+def _init_from(sweep: SweepDir, plan: SweepPlan, point: InitPoint) -> InitFrom:
+    from isoflop.train.run import InitFrom
 
     if point.key not in plan.keys():
         raise ConfigError(str(sweep.plan_file), f"a fork starts from run {point.key!r}, which is not in the plan")
     trunk = sweep.run_dir(point.key)
     trunk.checkpoint(point.step)  # ConfigError naming the trunk when its checkpoint is not there (yet)
     return InitFrom(run=trunk.path, step=point.step, optimizer=point.optimizer, data=point.data)
-
-
-def _is_preempted(e: BaseException) -> bool:
-    from isoflop.train import step
-
-    preempted = getattr(step, "Preempted", None)
-    return preempted is not None and isinstance(e, preempted)
 
 
 def last_step(run: RunDir) -> int | None:
@@ -148,26 +147,12 @@ def last_step(run: RunDir) -> int | None:
     return None if record is None else record.get("step")
 
 
-# ---------------------------------------------------------------------- the failure file (rundir's, TRAINER's)
-# Until RunDir has the failure file (trainer-features), runs simply have none: these three read as "never failed".
 def read_failure(run: RunDir) -> dict[str, Any] | None:
-    reader = getattr(run, "read_failure", None)
-    if reader is None:
-        return None
+    """The run's failure record, or None; an unreadable failure file still reads as a failure."""
     try:
-        return reader()
-    except ConfigError as e:  # an unreadable failure file is still a failure
+        failure = run.read_failure()
+    except ConfigError as e:
         return {"reason": f"unreadable failure file ({e.problem})", "step": None}
-
-
-def write_failure(run: RunDir, reason: str, step: int | None) -> None:
-    writer = getattr(run, "write_failure", None)
-    if writer is not None:
-        run.path.mkdir(parents=True, exist_ok=True)
-        writer(reason, step)
-
-
-def clear_failure(run: RunDir) -> None:
-    clearer = getattr(run, "clear_failure", None)
-    if clearer is not None:
-        clearer()
+    if failure is not None and not isinstance(failure, dict):
+        return {"reason": "unreadable failure file (not a JSON table)", "step": None}
+    return failure

@@ -36,7 +36,7 @@ from isoflop.errors import ConfigError
 from isoflop.sweep.layout import SweepDir
 from isoflop.sweep.local import EXIT_PREEMPTED, SweepSummary, select_runs
 from isoflop.sweep.lock import SweepLock
-from isoflop.sweep.run_one import prepare, read_failure, trunk_checkpoint_ready, write_failure
+from isoflop.sweep.run_one import prepare, read_failure, trunk_checkpoint_ready
 
 ACTIVE = frozenset({"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
                     "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT", "STOPPED"})
@@ -89,7 +89,8 @@ class SweepJob:
 
         import submitit
 
-        from isoflop.sweep.run_one import _is_preempted, run_planned
+        from isoflop.sweep.run_one import run_planned
+        from isoflop.train.step import Preempted
 
         env = submitit.JobEnvironment()
         if env.num_tasks > 1:  # one task per GPU: torch.distributed's env:// from Slurm's variables
@@ -101,9 +102,7 @@ class SweepJob:
             torch.set_num_threads(self.threads)
         try:
             record = run_planned(SweepDir(self.path), self.key, retry_failed=self.retry_failed, stream=sys.stderr)
-        except Exception as e:
-            if not _is_preempted(e):
-                raise
+        except Preempted:
             if env.global_rank == 0:
                 _requeue(env.job_id)
             # SystemExit, not an exception: submitit then writes no result, and the requeued job runs again
@@ -332,7 +331,7 @@ class _SlurmDriver:
             from isoflop.sweep.status import last_train_record
 
             last = last_train_record(run)
-            write_failure(run, reason, last.get("step") if last else None)
+            run.write_failure(reason, last.get("step") if last else None)
         self.summary.failed[key] = reason
         self.say(f"FAIL  {key}: {reason} (job {job}: {self.sweep.slurm_dir / job})")
         for other in self.plan.runs:  # forks waiting on this trunk can never start: cancel their jobs

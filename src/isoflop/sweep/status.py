@@ -59,8 +59,8 @@ class RunStatus:
 @dataclass(frozen=True, kw_only=True)
 class SweepStatus:
     runs: list[RunStatus]
-    driver: dict[str, Any] | None = None
-    """The active `sweep run` holding the sweep lock (pid, host, since), or None."""
+    driver: int | None = None
+    """The pid of the active `sweep run` holding the sweep lock (0: unknown), or None."""
     unplanned: list[str] = field(default_factory=list)
     """Folders under runs/ that the plan does not name (left alone)."""
     scheduler: str | None = None
@@ -109,7 +109,7 @@ def run_status(sweep: SweepDir, planned: Any, jobs: dict[str, tuple[str, str]] |
         failure = read_failure(run)
         if failure is not None:
             return RunStatus(**base, state="failed", reason=failure.get("reason"), step=failure.get("step"))
-        if _is_locked(run):  # the trainer is starting it: config.json comes next
+        if run.is_locked():  # the trainer is starting it: config.json comes next
             return RunStatus(**base, state="running", step=0)
         if any(run.path.iterdir()):
             return RunStatus(**base, state="corrupt", reason="files but no config.json (not a run)")
@@ -130,7 +130,7 @@ def run_status(sweep: SweepDir, planned: Any, jobs: dict[str, tuple[str, str]] |
     last = last_train_record(run) or {}
     progress = dict(step=last.get("step"), loss=last.get("loss"), time_s=last.get("elapsed_s"))
     failure = read_failure(run)
-    if _is_locked(run) or job_state == "RUNNING":
+    if run.is_locked() or job_state == "RUNNING":
         return RunStatus(**base, **progress, state="running")
     if failure is not None:
         return RunStatus(**{**base, **progress, "step": failure.get("step", progress["step"])}, state="failed",
@@ -140,7 +140,7 @@ def run_status(sweep: SweepDir, planned: Any, jobs: dict[str, tuple[str, str]] |
 
 def sweep_status(sweep: SweepDir, *, scheduler: bool = True) -> SweepStatus:
     """Every planned run's state, in plan order; with `scheduler`, Slurm's view of the sweep's jobs too."""
-    from isoflop.sweep.lock import holder_of, is_held
+    from isoflop.sweep.lock import driver_pid
 
     plan = sweep.read_plan()
     jobs, source = ({}, None)
@@ -152,8 +152,7 @@ def sweep_status(sweep: SweepDir, *, scheduler: bool = True) -> SweepStatus:
     planned_keys = set(plan.keys())
     unplanned = sorted(p.name for p in sweep.runs_dir.iterdir() if p.name not in planned_keys) \
         if sweep.runs_dir.is_dir() else []
-    driver = (holder_of(sweep.lock_file) or {}) if is_held(sweep.lock_file) else None
-    return SweepStatus(runs=runs, driver=driver, unplanned=unplanned, scheduler=source)
+    return SweepStatus(runs=runs, driver=driver_pid(sweep.lock_file), unplanned=unplanned, scheduler=source)
 
 
 def _scheduled(job_state: str | None) -> str | None:
@@ -167,11 +166,6 @@ def _scheduled(job_state: str | None) -> str | None:
     return None
 
 
-def _is_locked(run: RunDir) -> bool:
-    probe = getattr(run, "is_locked", None)  # TRAINER's run lock (trainer-features)
-    return bool(probe()) if probe is not None else False
-
-
 def format_status(status: SweepStatus) -> str:
     """The table `sweep status` prints, with the counts at the bottom."""
     lines = []
@@ -183,9 +177,7 @@ def format_status(status: SweepStatus) -> str:
     counts = status.counts()
     lines.append(", ".join(f"{n} {s}" for s, n in counts.items() if n) + f"  ({len(status.runs)} runs)")
     if status.driver is not None:
-        from isoflop.sweep.lock import describe
-
-        lines.append(f"an active `sweep run` holds the sweep: {describe(status.driver)}")
+        lines.append(f"an active `sweep run` holds the sweep (pid {status.driver or '?'})")
     if status.unplanned:
         lines.append(f"not in the plan (left alone): {', '.join(status.unplanned)}")
     if status.scheduler and not status.scheduler.startswith(("sacct", "scontrol")):
