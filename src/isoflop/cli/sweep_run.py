@@ -90,6 +90,7 @@ def run_one(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+        print(f"{args.key}: {torch.get_num_threads()} threads", flush=True)
     try:
         record = run_planned(SweepDir(args.sweep), args.key, retry_failed=args.retry_failed)
     except ConfigError:
