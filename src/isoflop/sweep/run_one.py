@@ -82,7 +82,12 @@ def prepare(sweep: SweepDir, key: str, plan: SweepPlan | None = None) -> Prepare
         if difference is not None:
             raise ConfigError(str(run.path), f"holds a run whose config differs from the plan's (at {difference}); "
                               "it is left as it is: move it away to retrain it")
-    return Prepared(planned, cfg, run, "done" if run.is_complete() else "resume" if run.is_run() else "start")
+    if run.is_complete() and not run.is_run():
+        raise ConfigError(str(run.path), "holds a record (run.json) but no config.json: not a run of this plan")
+    if run.is_complete():
+        run.read_record()  # a record that does not read is a corrupt folder, not a result (ConfigError)
+        return Prepared(planned, cfg, run, "done")
+    return Prepared(planned, cfg, run, "resume" if run.is_run() else "start")
 
 
 def trunk_checkpoint_ready(sweep: SweepDir, point: InitPoint) -> bool:
