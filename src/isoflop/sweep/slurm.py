@@ -102,7 +102,8 @@ class SweepJob:
             torch.set_num_threads(self.threads)
         try:
             record = run_planned(SweepDir(self.path), self.key, retry_failed=self.retry_failed, stream=sys.stderr)
-        except Preempted:
+        except Preempted as e:
+            print(f"isoflop: {self.key}: {e}", file=sys.stderr)
             if env.global_rank == 0:
                 _requeue(env.job_id)
             # SystemExit, not an exception: submitit then writes no result, and the requeued job runs again
@@ -226,6 +227,8 @@ class _SlurmDriver:
         executor = submitit.SlurmExecutor(folder=self.sweep.slurm_dir / "%j", max_num_timeout=3)
         params: dict[str, Any] = dict(time=o.time_min, nodes=o.nodes, ntasks_per_node=o.tasks_per_node,
                                       signal_delay_s=o.signal_delay_s,
+                                      # srun truncates its --output/--error files: keep every attempt's
+                                      srun_args=["--open-mode=append"],
                                       additional_parameters={"requeue": True, "signal": f"USR1@{o.signal_delay_s}"})
         for name, value in (("partition", o.partition), ("cpus_per_task", o.cpus_per_task),
                             ("gpus_per_node", o.gpus_per_node or None),
