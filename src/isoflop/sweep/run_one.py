@@ -2,9 +2,9 @@
 
 The run's folder is SWEEP/runs/<key> (a RunDir) and its config is the plan's, so the call is idempotent:
 
-    complete (run.json)   its record, after checking its config is the plan's (else ConfigError: corrupt)
+    complete (a record)   its record, after checking its config is the plan's (else ConfigError: corrupt)
     failed (failure file) refused (PreviouslyFailed) unless `retry_failed`, which clears the file and resumes
-    started (config.json) resumed from its newest checkpoint (the trainer checks the config is the plan's)
+    started (a config)    resumed from its newest checkpoint (the trainer checks the config is the plan's)
     fresh                 trained from step 0, or a fork: from its trunk's checkpoint at the fork step,
                           which must exist (ConfigError otherwise; the executors wait for it)
 
@@ -48,7 +48,7 @@ class Prepared:
     """"done", "resume" or "start"."""
 
 
-def planned_config(planned: PlannedRun, where: str = "plan.json") -> ExperimentConfig:
+def planned_config(planned: PlannedRun, where: str = "the plan") -> ExperimentConfig:
     """The ExperimentConfig the plan gives run `planned` (ConfigError naming the run when it does not read)."""
     from isoflop.train.spec import ExperimentConfig
 
@@ -60,7 +60,7 @@ def planned_config(planned: PlannedRun, where: str = "plan.json") -> ExperimentC
 
 def config_difference(run: RunDir, cfg: ExperimentConfig) -> str | None:
     """Where the run's saved config differs from `cfg` (read through today's schema), or None. Raises
-    ConfigError when config.json is missing or unreadable."""
+    ConfigError when the saved config is missing or unreadable."""
     from isoflop.train.spec import ExperimentConfig
 
     saved = run.read_config()
@@ -83,7 +83,8 @@ def prepare(sweep: SweepDir, key: str, plan: SweepPlan | None = None) -> Prepare
             raise ConfigError(str(run.path), f"holds a run whose config differs from the plan's (at {difference}); "
                               "it is left as it is: move it away to retrain it")
     if run.is_complete() and not run.is_run():
-        raise ConfigError(str(run.path), "holds a record (run.json) but no config.json: not a run of this plan")
+        raise ConfigError(str(run.path), f"holds a record ({run.record_file.name}) but no config "
+                          f"({run.config_file.name}): not a run of this plan")
     if run.is_complete():
         run.read_record()  # a record that does not read is a corrupt folder, not a result (ConfigError)
         return Prepared(planned, cfg, run, "done")
@@ -120,10 +121,11 @@ def run_planned(sweep: SweepDir, key: str, *, stream: TextIO | None = None,
         if prep.action == "start":
             init_from = _init_from(sweep, plan, point)
         elif run.read_init() is None and not run.checkpoint_steps():
-            # killed between writing config.json and init.json: resuming would train the fork from scratch
-            raise ConfigError(str(run.path), "a fork that was stopped before it recorded its trunk (no init.json); "
+            # killed between writing its config and its init record: resuming would train it from scratch
+            raise ConfigError(str(run.path), f"a fork that was stopped before it recorded its trunk (no "
+                              f"{run.init_file.name}); "
                               "move the folder away to start it again")
-        # a started fork resumes from its own checkpoint, or from the source its init.json records
+        # a started fork resumes from its own checkpoint, or from the source its init record names
     try:
         return run_training(prep.cfg, run.path, resume=prep.action == "resume", init_from=init_from, stream=stream)
     except (ConfigError, Preempted):

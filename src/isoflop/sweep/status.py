@@ -3,14 +3,14 @@
 No daemon keeps state: each call reads the folder (records, failure files, run locks, metrics) and, where
 the sweep has Slurm jobs (jobs.json), asks Slurm about each run's latest job (slurm.job_states). States:
 
-    done     run.json is there and reads, and the run's config is the plan's
+    done     the run's record is there and reads, and its config is the plan's
     running  the trainer holds the run's lock now, or its Slurm job is RUNNING
     queued   its Slurm job is PENDING (or being requeued)
-    stopped  started (config.json) and not running: `sweep run` resumes it from its newest checkpoint
+    stopped  started (its config saved) and not running: `sweep run` resumes it from its newest checkpoint
     pending  not started
     failed   its failure file is there (the reason and step with it)
-    corrupt  a folder that cannot be a result: run.json or config.json unreadable, a config that is not the
-             plan's, or files but no config.json. Listed, never fitted, never deleted.
+    corrupt  a folder that cannot be a result: its record or config unreadable, a config that is not the
+             plan's, or files but no config. Listed, never fitted, never deleted.
 
 Torch-free: configs are compared through the config schema (train/spec.py), which imports no torch.
 """
@@ -109,10 +109,10 @@ def run_status(sweep: SweepDir, planned: Any, jobs: dict[str, tuple[str, str]] |
         failure = read_failure(run)
         if failure is not None:
             return RunStatus(**base, state="failed", reason=failure.get("reason"), step=failure.get("step"))
-        if run.is_locked():  # the trainer is starting it: config.json comes next
+        if run.is_locked():  # the trainer is starting it: its config comes next
             return RunStatus(**base, state="running", step=0)
         if any(run.path.iterdir()):
-            return RunStatus(**base, state="corrupt", reason="files but no config.json (not a run)")
+            return RunStatus(**base, state="corrupt", reason=f"files but no {run.config_file.name} (not a run)")
         return RunStatus(**base, state=_scheduled(job_state) or "pending")
     try:
         difference = config_difference(run, planned_config(planned, str(sweep.plan_file)))
