@@ -12,6 +12,7 @@ import torch
 
 import isoflop
 from isoflop.cli import build_parser, main
+from isoflop.rundir import RunDir
 from tests.conftest import tiny_overrides
 
 
@@ -156,3 +157,32 @@ def test_resume_without_a_recipe_reads_the_runs_config(trained_run):
     result = cli("train", "--out", run, "--resume", env=env)  # already complete: reports it, changes nothing
     assert result.returncode == 0, result.stderr
     assert f"{json.loads((run / 'run.json').read_text())['val_bpb']:.4f} bits/byte" in result.stdout
+
+
+def test_init_from_bad_input_exits_2_with_one_line(trained_run, tmp_path, capsys):
+    run, _ = trained_run
+    new = tmp_path / "new"
+    cases = [
+        (["--init-from", str(tmp_path / "nothing")], "not a run directory"),
+        (["--init-from", f"{run}@5"], "no checkpoint at step 5 (has [8, 12])"),
+        (["--init-from", f"{run}@x5"], "expected RUN or RUN@STEP"),
+        (["--init-data"], "--init-data: needs --init-from RUN[@STEP]"),
+    ]
+    for extra, named in cases:
+        assert main(["train", "tiny", "--out", str(new), *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and named in err[0], err
+        assert not new.exists()
+
+
+def test_init_from_a_run_at_a_step(trained_run, tmp_path, corpus_dir, cache_dir, capsys):
+    run, _ = trained_run
+    new = tmp_path / "new"
+    args = ["train", "tiny", "--out", str(new), "--init-from", f"{run}@8", "--init-optimizer", "--init-data",
+            *_sets(tiny_overrides(corpus_dir, 12))]
+    assert main(args) == 0
+    init = RunDir(new).read_init()
+    assert (init["step"], init["optimizer"], init["data"]) == (8, True, True)
+    # from the run's own step 8 with everything: the same steps 9..12 as the run itself
+    losses = [{r["step"]: r["loss"] for r in RunDir(p).metrics.train_records()} for p in (run, new)]
+    assert losses[0] == losses[1]

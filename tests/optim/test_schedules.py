@@ -50,3 +50,28 @@ def test_bad_knobs_name_their_key():
     with pytest.raises(ConfigError) as e:
         WSDSchedule(warmup=0.5, decay=0.6)
     assert e.value.key == "decay"
+
+
+def test_absolute_warmup_replaces_the_fraction_and_does_not_move_with_the_horizon():
+    s = WSDSchedule(warmup=0.5, warmup_steps=4, decay=0.25)
+    assert s.warmup_length(100) == s.warmup_length(20) == 4
+    assert [s.multiplier(i, 100) for i in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    assert CosineSchedule(warmup=0.1).warmup_length(50) == 5  # the fraction, when no count is given
+    # a fork of 20 steps and a trunk of 100 agree on every step before the fork's decay starts (step 15)
+    assert [s.multiplier(i, 20) for i in range(15)] == [s.multiplier(i, 100) for i in range(15)]
+    assert s.multiplier(15, 20) < 1.0
+    assert WSDSchedule(warmup_steps=0, decay=0.5).multiplier(0, 10) == 1.0
+
+
+def test_absolute_warmup_is_checked_against_the_run():
+    with pytest.raises(ConfigError) as e:
+        ConstantSchedule(warmup_steps=-1)
+    assert e.value.key == "warmup_steps"
+    ConstantSchedule(warmup_steps=9).check(10)
+    with pytest.raises(ConfigError) as e:
+        ConstantSchedule(warmup_steps=10).check(10)
+    assert e.value.key == "warmup_steps" and "10 steps" in e.value.problem
+    WSDSchedule(warmup=0.9, warmup_steps=2, decay=0.5)  # the fraction is not the one used: no refusal here
+    with pytest.raises(ConfigError) as e:
+        WSDSchedule(warmup_steps=6, decay=0.5).check(10)
+    assert e.value.key == "warmup_steps"

@@ -53,3 +53,24 @@ def test_batch_splits_over_ranks_and_micro_batches():
 def test_every_recipe_resolves(name):
     plan = resolve_plan(get_recipe(name))
     assert plan.steps >= 1 and plan.params["total"] > 0
+
+
+@pytest.mark.parametrize("overrides,key", [
+    (["train.horizon.steps=10", "schedule.warmup_steps=10"], "schedule.warmup_steps"),
+    (["train.horizon.steps=10", "schedule.kind=wsd", "schedule.decay=0.5", "schedule.warmup_steps=6"],
+     "schedule.warmup_steps"),
+    (["train.horizon.steps=10", "checkpoint.at=[4, 11]"], "checkpoint.at"),
+])
+def test_plan_refuses_what_does_not_fit_the_steps(overrides, key):
+    with pytest.raises(ConfigError) as e:
+        resolve_plan(_cfg(*overrides))
+    assert e.value.key == key
+
+
+def test_checkpoint_at_takes_positive_steps_and_the_absolute_warmup_is_planned():
+    plan = resolve_plan(_cfg("train.horizon.steps=10", "schedule.warmup_steps=3", "checkpoint.at=[4, 10]"))
+    assert plan.warmup_steps == 3
+    for bad in ("[0]", "[-2]", "[1.5]"):
+        with pytest.raises(ConfigError) as e:
+            _cfg("train.horizon.steps=10", f"checkpoint.at={bad}")
+        assert e.value.key == "checkpoint.at"

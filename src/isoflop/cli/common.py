@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from isoflop.config import apply_overrides, load_file
+from isoflop.config import apply_overrides
 from isoflop.rundir import RunDir
 from isoflop.train.spec import ExperimentConfig
 
@@ -24,17 +24,9 @@ def add_config_args(parser: argparse.ArgumentParser, *, required: bool = True) -
 
 
 def load_experiment(target: str, overrides: list[str]) -> ExperimentConfig:
-    from isoflop.recipes import get_recipe
+    from isoflop.recipes import experiment_data
 
-    path = Path(target)
-    if path.suffix in (".toml", ".yaml", ".yml", ".json") or path.is_file():
-        data = load_file(path)
-        base = data.pop("base", None)
-        if base is not None:
-            data = _deep_merge(get_recipe(str(base)).to_dict(), data)
-    else:
-        data = get_recipe(target).to_dict()
-    data = apply_overrides(data, overrides, ExperimentConfig)
+    data = apply_overrides(experiment_data(target), overrides, ExperimentConfig)
     return ExperimentConfig.from_dict(data)
 
 
@@ -53,12 +45,3 @@ def require_run_dir(path: str) -> Path:
     """`path` as a Path, or ConfigError when it holds no run."""
     return RunDir(path).require_run().path
 
-
-def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and "kind" not in value:
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out

@@ -15,7 +15,7 @@
 
 A folder is *a run* once config.json is there, *complete* once run.json is. A run killed before its first
 checkpoint restarts from step 0 (or from its init.json source); one killed later resumes from its newest
-complete checkpoint. train.lock alone does not make a folder a run, nor a non-empty one to a fresh start.
+complete checkpoint. train.lock alone makes a folder neither a run nor unfit for a fresh start.
 
 This module is the only place these names are spelled; it imports neither torch nor numpy, so science and the
 CLI read runs without them.
@@ -182,7 +182,7 @@ class RunDir:
             return self.config_difference(config, normalize) is not None
         if self.is_run():
             raise ConfigError(str(self.path), "already holds a run; pass --resume to continue it, or choose another --out")
-        if not (self.path.is_dir() and {p.name for p in self.path.iterdir()} <= {LOCK_FILE}):
+        if not self.holds_only_lock():
             atomic.check_empty_or_absent(self.path)  # a lock file alone is what a trainer holding it leaves
         return False
 
@@ -197,15 +197,22 @@ class RunDir:
         return None if saved == config else first_difference(saved, config)
 
     # ------------------------------------------------------------------ the training lock
-    def acquire_lock(self) -> FileLock:
-        """Hold train.lock (creating the folder) until the returned lock's `release()` or this process ends;
-        ConfigError naming the folder when another process holds it."""
+    def create(self) -> bool:
+        """Make the folder (and its parents); True when this call made it (so it may remove it again)."""
         if self.path.exists() and not self.path.is_dir():
             raise ConfigError(str(self.path), "exists and is not a directory")
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
+            self.path.mkdir(parents=True)
+        except FileExistsError:
+            return False
         except OSError as e:
             raise ConfigError(str(self.path), f"cannot create the folder ({e.strerror or e})") from None
+        return True
+
+    def acquire_lock(self) -> FileLock:
+        """Hold train.lock (creating the folder) until the returned lock's `release()` or this process ends;
+        ConfigError naming the folder when another process holds it."""
+        self.create()
         lock = FileLock(self.lock_file)
         if not lock.acquire():
             pid = lock.holder()
@@ -215,6 +222,10 @@ class RunDir:
     def is_locked(self) -> bool:
         """A process is training this run now (its train.lock is held); never blocks."""
         return FileLock(self.lock_file).is_held()
+
+    def holds_only_lock(self) -> bool:
+        """The folder exists and holds nothing but (at most) train.lock: nothing was written here."""
+        return self.path.is_dir() and {p.name for p in self.path.iterdir()} <= {LOCK_FILE}
 
     # ------------------------------------------------------------------ files
     def read_config(self) -> dict[str, Any]:

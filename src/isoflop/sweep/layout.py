@@ -23,6 +23,7 @@ import isoflop.rundir.atomic as atomic
 from isoflop.errors import ConfigError
 from isoflop.rundir.layout import RunDir, read_json
 from isoflop.sweep.plan import SweepPlan
+from isoflop.sweep.spec import parse_spec
 
 SPEC_FILE = "sweep.toml"
 PLAN_FILE = "plan.json"
@@ -129,3 +130,29 @@ class SweepDir:
 
     def write_fit(self, fit: dict[str, Any]) -> None:
         atomic.write_text(self.fit_file, json.dumps(fit, indent=1, default=float) + "\n")
+
+    # ------------------------------------------------------------------ planning
+    def place(self, spec_text: str, plan: SweepPlan) -> bool:
+        """Make this the sweep folder of `spec_text` and `plan`. Absent or empty: both are written, the folder
+        appearing whole or not at all (True). Holding the same spec (as parsed) and a plan with the same runs
+        (rungs aside): nothing is written (False). Anything else: ConfigError naming the folder."""
+        if not self.spec_file.is_file():
+            if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
+                raise ConfigError(str(self.path), f"is not empty and holds no {SPEC_FILE}; plan into a new folder")
+
+            def fill(tmp: Path) -> None:
+                atomic.write_text(tmp / SPEC_FILE, spec_text)
+                atomic.write_json(tmp / PLAN_FILE, plan.to_dict())
+
+            atomic.build_dir(self.path, fill)
+            return True
+        if parse_spec(self.read_spec_text(), where=str(self.spec_file)).to_dict() != plan.spec:
+            raise ConfigError(str(self.path), f"holds another spec (its {SPEC_FILE} differs); plan into a new folder")
+        if not self.is_sweep():  # a spec without a plan: what a writer killed in between leaves
+            self.write_plan(plan)
+            return True
+        have = [r.key for r in self.read_plan().runs if r.role != "rung"]
+        if have != plan.keys():
+            raise ConfigError(str(self.path), f"holds a plan of this spec with other runs ({PLAN_FILE}: the base "
+                                              "config or isoflop changed since); plan into a new folder")
+        return False

@@ -1,4 +1,5 @@
-"""What a sweep will train: the SweepPlan (plan.json) and one PlannedRun per run folder.
+"""What a sweep will train: the SweepPlan (the sweep folder's plan file, sweep/layout.py) and one PlannedRun per
+run folder.
 
 grid.py makes a plan from a spec; the executors read it to know what to train and from where; the fit joins
 each run's record with its planned cell (budget, learning-rate multiplier, role). The plan is plain data so
@@ -14,8 +15,9 @@ from isoflop.errors import ConfigError
 
 PLAN_VERSION = 1
 ROLES = ("grid", "trunk", "fork", "rung")
-"""grid: one run per (budget, size) cell. trunk: fork mode's warmup-stable run of one size. fork: a cooldown
-from a trunk checkpoint, one per (budget, size) cell. rung: the validating run `sweep predict` adds."""
+"""grid: one run per (budget, size) cell. trunk: fork mode's warmup-stable-decay run of one size, trained to the
+largest budget using that size (it is that cell's run). fork: a cooldown from a trunk checkpoint, one per other
+(budget, size) cell. rung: the validating run `sweep predict` adds."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,7 +41,8 @@ class PlannedRun:
     role: str
     """One of ROLES."""
     budget: float | None
-    """The cell's compute budget C in counted training FLOPs (None for a trunk, which serves several)."""
+    """The cell's compute budget C in counted training FLOPs (a trunk: the largest budget it serves, whose cell
+    it is; its forks have the others). None only for a run outside the grid."""
     target_params: float
     """The size asked for (total parameters); the shape's count is in `params`."""
     shape: dict[str, Any]
@@ -73,7 +76,7 @@ class PlannedRun:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "plan.json") -> PlannedRun:
+    def from_dict(cls, data: dict[str, Any], where: str = "the sweep plan") -> PlannedRun:
         known = {f.name for f in fields(cls)}
         if not isinstance(data, dict) or not {"key", "role", "config"} <= set(data):
             raise ConfigError(where, "a planned run needs at least key, role and config")
@@ -120,7 +123,7 @@ class SweepPlan:
                 "spec": self.spec, "runs": [r.to_dict() for r in self.runs]}
 
     @classmethod
-    def from_dict(cls, data: Any, where: str = "plan.json") -> SweepPlan:
+    def from_dict(cls, data: Any, where: str = "the sweep plan") -> SweepPlan:
         if not isinstance(data, dict) or "runs" not in data:
             raise ConfigError(where, "not a sweep plan (no runs)")
         version = data.get("version", PLAN_VERSION)

@@ -10,10 +10,10 @@ Optionally it also takes over
   clocks and the metrics log up to the step. The new run continues at step STEP + 1, so a WSD fork from a
   trunk's stable phase (with `optimizer` too) is the same run, bit for bit, as one trained uninterrupted to
   the fork's horizon (tests/train/test_init_from.py). Its record's seconds then include the source's up to
-  STEP (init.json keeps those, so a run's own seconds are its record's minus them).
+  STEP (its init record keeps those, so a run's own seconds are its record's minus them).
 
-The run records its source in init.json (RunDir.write_init: InitSource.to_dict). A resumed run continues from
-its own newest checkpoint; one killed before its first checkpoint starts from the source again.
+The run keeps its source in its init record (RunDir.write_init: InitSource.to_dict). A resumed run continues
+from its own newest checkpoint; one killed before its first checkpoint starts from the source again.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class InitFrom:
 
 @dataclass(frozen=True)
 class InitSource:
-    """A resolved InitFrom, as init.json holds it."""
+    """A resolved InitFrom, as the run's init record (RunDir.read_init) holds it."""
 
     run: str
     """The source run directory, absolute."""

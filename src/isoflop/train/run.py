@@ -6,8 +6,8 @@ itself is the Trainer's (trainer.py). Around it, for the run's whole life:
 
 - the run lock: rank 0 holds the folder's lock file (RunDir.acquire_lock), so a second trainer on the same
   folder is refused; the kernel drops it when the process ends, however it ends.
-- the failure record: an exception while training (other than Preempted and bad input) leaves failure.json
-  with its reason and step (RunDir.write_failure); the next finish removes it.
+- the failure record: an exception while training (other than Preempted and bad input) leaves the failure
+  record, its reason and step (RunDir.write_failure); the next finish removes it.
 - init from another run (init_from.py), and extending the horizon on resume: `train.horizon` is the one
   subtree a resumed run's config may change. A finished run's record is then set aside, the config and the
   plan are rewritten, and training continues from the newest checkpoint to the new horizon (which may not
@@ -54,10 +54,11 @@ def run_training(cfg: ExperimentConfig, out_dir: str | Path, *, resume: bool = F
     (a stop signal: the step reached is checkpointed)."""
     ctx = parallel.init_distributed(cfg.train.device)
     run = RunDir(out_dir)
-    created = not run.path.exists()
-    lock, checked = None, False  # checked: the folder may be written (only then is bad input's mess removed)
+    lock, created, checked = None, False, False  # checked: the folder may be written here
     try:
-        lock = run.acquire_lock() if ctx.is_main else None  # before the checks, so they see no other writer
+        if ctx.is_main:
+            created = run.create()
+            lock = run.acquire_lock()  # before the checks, so that no other trainer writes once they pass
         try:
             plan = resolve_plan(cfg, ctx.world_size)
             extending = run.check_start(cfg.to_dict(), resume=resume, normalize=saved_config, may_differ=(HORIZON,))
@@ -84,8 +85,8 @@ def run_training(cfg: ExperimentConfig, out_dir: str | Path, *, resume: bool = F
                 trainer.build()
                 trainer.resume()  # an init source that does not fit is found here: still bad input
         except ConfigError:
-            if checked and not resume and ctx.is_main:
-                _discard(run, created)  # no half-written run for bad input
+            if ctx.is_main:
+                _discard(run, created=created, wrote=checked and not resume)  # no half-written run for bad input
             raise
         with _failure_recorded(run, ctx, trainer, bad_input_too=True):
             trainer.train()
@@ -97,7 +98,7 @@ def run_training(cfg: ExperimentConfig, out_dir: str | Path, *, resume: bool = F
 
 
 def _init_source(run: RunDir, init_from: InitFrom | None, resume: bool, plan: RunPlan) -> InitSource | None:
-    """The source a run starts from: the request's (fresh), or the one its init.json records (resume)."""
+    """The source a run starts from: the request's (fresh), or the one its init record holds (resume)."""
     if not resume:
         source = init_from.resolve() if init_from is not None else None
     else:
@@ -153,11 +154,12 @@ def _failure_recorded(run: RunDir, ctx: parallel.DistContext, trainer: Trainer, 
         raise
 
 
-def _discard(run: RunDir, created: bool) -> None:
-    """Remove what a fresh start wrote: the folder it created, or what it put into a folder that was empty."""
-    if created:
+def _discard(run: RunDir, *, created: bool, wrote: bool) -> None:
+    """Remove what a start with bad input left: the folder when this call created it (and either wrote it as
+    a fresh run or left only its lock file there), else what a fresh start put into a folder found empty."""
+    if created and (wrote or run.holds_only_lock()):
         shutil.rmtree(run.path, ignore_errors=True)
-    elif run.path.is_dir():
+    elif wrote and run.path.is_dir():
         for path in run.path.iterdir():
             if path != run.lock_file:
                 shutil.rmtree(path) if path.is_dir() else path.unlink()

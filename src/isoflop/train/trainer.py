@@ -4,7 +4,7 @@
     trainer.open(); trainer.build(); trainer.resume(); trainer.train()
     record = trainer.finish()    # run.py's run_training drives it so, after checking the input
 
-- open     write the config and the plan (and init.json) before any compute, prepare the token shards, copy
+- open     write the config and the plan (and the init record) before any compute, prepare the token shards, copy
            the tokenizer
 - build    model (counted == built), parallelism, optimizer, data loader, evaluation sets, distillation
 - resume   the newest checkpoint's weights, optimizer, loader position, RNG and clocks; else the init source's
