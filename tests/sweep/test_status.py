@@ -93,3 +93,31 @@ def test_last_train_record_reads_the_end_of_a_long_log(tmp_path):
     run.metrics.path.write_text("\n".join(lines) + '\n{"kind": "train", "st')  # a line cut by a kill
     assert last_train_record(run) == {"kind": "train", "step": 5000, "loss": 1.0 / 5000}
     assert last_train_record(RunDir(tmp_path / "none")) is None
+
+
+def test_job_states_without_slurm_say_why_and_the_folder_decides(tmp_path, corpus_dir, monkeypatch):
+    sweep = make_sweep(tmp_path / "s", [tiny_run("a", corpus_dir)])
+    sweep.add_job("a", "123")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch, srun, scontrol here
+    status = sweep_status(sweep)
+    assert status.scheduler.startswith("no Slurm client here")
+    (run,) = status.runs
+    assert (run.state, run.job, run.job_state) == ("pending", "123", None)
+    assert "slurm: no Slurm client here" in format_status(status)
+
+
+def test_job_states_from_sacct_then_scontrol(tmp_path, monkeypatch):
+    """sacct answers for the jobs accounting knows; scontrol for the rest (a cluster without slurmdbd)."""
+    from isoflop.sweep.slurm import query_states
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    scripts = {"sacct": "printf '12|COMPLETED\\n13|CANCELLED by 0\\n'",
+               "scontrol": "printf 'JobId=13 JobName=x JobState=PENDING\\nJobId=14 JobName=y JobState=RUNNING Reason=None\\n'",
+               "sbatch": "exit 0", "srun": "exit 0"}
+    for name, body in scripts.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    states, source = query_states(["12", "13", "14", "15"])
+    assert states == {"12": "COMPLETED", "13": "CANCELLED", "14": "RUNNING"} and source == "sacct+scontrol"

@@ -156,7 +156,7 @@ class _Driver:
             while (self.todo or self.running) and self.stop_signal is None:
                 self._reap()
                 self._launch_ready()
-                if not self.running and self.todo and not self._any_ready():
+                if not self.running and self.todo and self._stuck():
                     self._block_rest()
                     break
                 if time.perf_counter() - last_progress >= self.progress_every_s and self.running:
@@ -209,8 +209,16 @@ class _Driver:
         point = planned.init_from
         return point is None or bool(run.checkpoint_steps()) or trunk_checkpoint_ready(self.sweep, point)
 
-    def _any_ready(self) -> bool:
-        return any(self._ready(p) for p in self.todo)
+    def _stuck(self) -> bool:
+        """Nothing left can start: none is ready, and no process (a killed driver's run finishing its
+        checkpoint) holds a waiting run or the trunk a waiting fork needs."""
+        for planned in self.todo:
+            if self._ready(planned) or self.sweep.run_dir(planned.key).is_locked():
+                return False
+            point = planned.init_from
+            if point is not None and self.sweep.run_dir(point.key).is_locked():
+                return False
+        return True
 
     def _launch_ready(self) -> None:
         for planned in list(self.todo):

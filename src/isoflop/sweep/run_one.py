@@ -14,6 +14,7 @@ here when the trainer could not), so the executors and `sweep status` see why it
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -131,7 +132,8 @@ def run_planned(sweep: SweepDir, key: str, *, stream: TextIO | None = None,
     except (ConfigError, Preempted):
         raise
     except Exception as e:
-        if read_failure(run) is None and run.is_run():  # the trainer did not record it: record it here
+        rank0 = os.environ.get("RANK", "0") == "0"  # a multi-rank run's record is rank 0's to write
+        if rank0 and read_failure(run) is None and run.is_run():  # the trainer did not record it: record it here
             run.write_failure(f"{type(e).__name__}: {e}", last_step(run))
         raise
 

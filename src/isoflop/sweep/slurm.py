@@ -299,8 +299,10 @@ class _SlurmDriver:
                                                  "time_s": record.wall_time_s}
                     self.say(f"done  {key}: val_loss {record.val_loss:.4f}, {record.steps} steps, "
                              f"{record.wall_time_s:.1f} s training (job {job})")
+                    self.summary.elsewhere.pop(key, None)  # a job found queued, followed to its end
                     del pending[key]
                 elif state is not None or self._gone(job, unseen):
+                    self.summary.elsewhere.pop(key, None)
                     self._ended_without_record(key, job, state)
                     del pending[key]
             if pending and time.perf_counter() - last_progress >= self.progress_every_s:
