@@ -119,3 +119,22 @@ def test_selection_and_the_child_environment(tmp_path, corpus_dir):
     import isoflop
 
     assert env["PYTHONPATH"].split(os.pathsep)[0] == str(os.path.dirname(os.path.dirname(isoflop.__file__)))
+
+
+def test_a_run_another_process_holds_is_waited_for(tmp_path, corpus_dir, cache_dir):
+    """As after a driver was killed: its run is still checkpointing, holding the run lock."""
+    sweep = make_sweep(tmp_path / "s", [tiny_run("a", corpus_dir, steps=4)])
+    lock = sweep.run_dir("a").acquire_lock()
+    lines: list[str] = []
+    result = {}
+    driver = threading.Thread(target=lambda: result.setdefault("summary", run_local(sweep, say=lines.append,
+                                                                                   poll_s=0.05)))
+    driver.start()
+    deadline = time.monotonic() + 30
+    while not any(line.startswith("wait  a") for line in lines) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert any(line.startswith("wait  a") for line in lines) and not any(line.startswith("start") for line in lines)
+    lock.release()
+    driver.join(60)
+    assert list(result["summary"].trained) == ["a"], lines

@@ -195,3 +195,25 @@ def test_runs_stop_with_a_checkpoint_when_their_driver_is_killed(tmp_path, corpu
     assert left == [], "the run outlived its driver"
     (step,) = run.checkpoint_steps()  # the SIGTERM the kernel sent it on the driver's death: checkpointed
     assert step >= 2 and not run.is_locked() and run.read_failure() is None
+
+
+def test_sigterm_to_the_driver_stops_its_runs_with_checkpoints(tmp_path, corpus_dir, cache_dir):
+    sweep = make_sweep(tmp_path / "s", [tiny_run(k, corpus_dir, steps=1_000_000, extra=(
+        "checkpoint.every=10000000", "eval.every=10000000")) for k in ("x", "y")])
+    driver = subprocess.Popen(isoflop_cmd("sweep", "run", str(sweep.path), "--jobs", str(JOBS)),
+                              env=child_env(cache_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while min(_progress_of(sweep, k) for k in ("x", "y")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGTERM)
+    out, _ = driver.communicate(timeout=60)
+    assert driver.returncode == 3, out
+    (stopped,) = [line for line in out.splitlines() if line.startswith("stopped with a checkpoint")]
+    assert "stopping on SIGTERM" in out and sorted(stopped.split(": ")[1].split(", ")) == ["x", "y"]
+    for key in ("x", "y"):
+        run = sweep.run_dir(key)
+        assert len(run.checkpoint_steps()) == 1 and run.read_failure() is None and not run.is_locked()
+
+
+def _progress_of(sweep, key: str) -> int:
+    return (last_train_record(sweep.run_dir(key)) or {}).get("step", 0)
