@@ -5,6 +5,8 @@
     runs/<key>/    one run directory per planned run (isoflop.rundir owns what is inside)
     sweep.lock     held by an active `sweep run`, so a second one refuses instead of training twice
     jobs.json      Slurm job ids per run key (slurm executor)
+    logs/<key>.log the output of each attempt at a run (`sweep run`'s local executor appends one per launch)
+    slurm/         submitit's folder: the sbatch scripts, the pickled jobs and their stdout/stderr
     fit.json       the last `sweep fit`
     report/        `sweep report`: report.md, results.json and the plots (PLOTS)
 
@@ -28,6 +30,8 @@ PLAN_FILE = "plan.json"
 RUNS_DIR = "runs"
 LOCK_FILE = "sweep.lock"
 JOBS_FILE = "jobs.json"
+LOGS_DIR = "logs"
+SLURM_DIR = "slurm"
 FIT_FILE = "fit.json"
 REPORT_DIR = "report"
 REPORT_FILE = "report.md"
@@ -64,6 +68,18 @@ class SweepDir:
     @property
     def jobs_file(self) -> Path:
         return self.path / JOBS_FILE
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.path / LOGS_DIR
+
+    def log_file(self, key: str) -> Path:
+        """The output of the attempts at run `key` (the run directory itself is rundir's)."""
+        return self.logs_dir / f"{key}.log"
+
+    @property
+    def slurm_dir(self) -> Path:
+        return self.path / SLURM_DIR
 
     @property
     def fit_file(self) -> Path:
