@@ -11,7 +11,8 @@ import pytest
 
 from isoflop.cli import main
 
-STUDIES = ("rope-extrapolation", "sign-optimizer-embeddings", "cosine-stretch", "compressed-text", "sparse-isoflop")
+STUDIES = ("rope-extrapolation", "sign-optimizer-embeddings", "cosine-stretch", "compressed-text", "sparse-isoflop",
+           "isoflop-sweep")
 
 
 def test_list_names_every_study(capsys):

@@ -28,7 +28,7 @@ from tests.conftest import make_corpus, tiny_overrides
 
 def test_registry_and_unknown_names(tmp_path):
     assert set(study_names()) == {"rope-extrapolation", "sign-optimizer-embeddings", "cosine-stretch",
-                                  "compressed-text", "sparse-isoflop"}
+                                  "compressed-text", "sparse-isoflop", "isoflop-sweep"}
     assert all(study_names().values())
     with pytest.raises(ConfigError, match="did you mean 'cosine-stretch'"):
         get_study("cosine-strech")

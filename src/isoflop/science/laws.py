@@ -98,7 +98,10 @@ class ChinchillaLaw:
     @property
     def G(self) -> float:
         """G = (αA/(βB))^(1/(α+β)) (Hoffmann eq. 4)."""
-        return (self.alpha * self.A / (self.beta * self.B)) ** (1.0 / (self.alpha + self.beta))
+        # numpy's power: a degenerate fit (a negative coefficient or exponent) gives NaN, not a complex number
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = np.asarray(self.alpha * self.A / (self.beta * self.B), dtype=float)
+            return ratio ** (1.0 / np.asarray(self.alpha + self.beta, dtype=float))
 
     def optimal(self, C: ArrayLike) -> tuple[ArrayLike, ArrayLike]:
         """(N_opt, D_opt) minimising L under 6·N·D = C.

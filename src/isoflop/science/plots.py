@@ -41,7 +41,7 @@ def _band(ax: Any, curve: dict[str, Any], key: str, color: str, label: str) -> N
                         label=f"{curve['level']:.0%} interval ({METHODS.get(curve['method'], curve['method'])})")
 
 
-def _sci(x: float) -> str:
+def sci(x: float) -> str:
     """3 significant digits, exponent without padding: 7.03e9."""
     text = f"{x:.3g}"
     if "e" not in text:
@@ -57,7 +57,7 @@ def _mark(ax: Any, budget: dict[str, Any], key: str, color: str, text: str, offs
         lo, hi = interval
         ax.errorbar([budget["flops"]], [value], yerr=[[value - lo], [hi - value]], fmt="none", ecolor="black",
                     capsize=4, lw=1.2, zorder=4)
-        text += f"\n({_sci(lo)} to {_sci(hi)})"
+        text += f"\n({sci(lo)} to {sci(hi)})"
     ax.plot([budget["flops"]], [value], "o", color=color, ms=8, mec="black", zorder=5)
     ax.annotate(text, (budget["flops"], value), textcoords="offset points", xytext=offset, fontsize=9,
                 va="top" if offset[1] < 0 else "bottom",
@@ -77,7 +77,7 @@ def plot_allocation(path: str | Path, curve: dict[str, Any], budget: dict[str, f
     left.set_xscale("log")
     left.set_yscale("log")
     for key, color, unit in (("N_opt", N_COLOR, "params"), ("D_opt", D_COLOR, "tokens")):
-        _mark(left, budget, key, color, f"{_sci(budget[key])} {unit}", (8, -16 if key == "N_opt" else 8))
+        _mark(left, budget, key, color, f"{sci(budget[key])} {unit}", (8, -16 if key == "N_opt" else 8))
     left.set_ylabel("N_opt (parameters), D_opt (tokens)")
     left.set_title("Compute-optimal allocation")
 
@@ -91,7 +91,7 @@ def plot_allocation(path: str | Path, curve: dict[str, Any], budget: dict[str, f
     right.set_title("Tokens per parameter")
 
     for ax in (left, right):
-        ax.axvline(C, color="black", ls="--", lw=1, label=f"budget C = {_sci(C)} FLOPs")
+        ax.axvline(C, color="black", ls="--", lw=1, label=f"budget C = {sci(C)} FLOPs")
         ax.set_xlabel("training compute C (FLOPs)")
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=8, loc="upper left")
@@ -108,12 +108,12 @@ def plot_frontier(curves: Any, frontier: Any, path: str | Path) -> Path:
     for curve in curves:
         x = curve.x(frontier.axis)
         order = np.argsort(x)
-        size = f" ({_sci(curve.N)} params)" if curve.N else ""
+        size = f" ({sci(curve.N)} params)" if curve.N else ""
         ax.plot(x[order], curve.loss[order], lw=1.2, alpha=0.75, label=f"{curve.name}{size}")
     ax.plot(frontier.cost, frontier.loss, color="black", lw=2.2, ls="--", label="Pareto frontier")
     for c in frontier.crossovers:
         ax.plot([c.cost], [c.loss], "o", color="red", ms=7, mec="black", zorder=5)
-        ax.annotate(f"{c.before} \u2192 {c.after}\n{_sci(c.cost)}", (c.cost, c.loss), textcoords="offset points",
+        ax.annotate(f"{c.before} \u2192 {c.after}\n{sci(c.cost)}", (c.cost, c.loss), textcoords="offset points",
                     xytext=(6, 8), fontsize=8, bbox={"boxstyle": "round,pad=0.2", "fc": "white", "alpha": 0.8})
     ax.set_xscale("log")
     ax.set_xlabel({"flops": "training FLOPs", "elapsed_s": "wall time (s)", "gpu_hours": "GPU-hours",
@@ -173,7 +173,7 @@ def plot_isoflop(records: Any, result: Any, path: str | Path) -> Path:
         left.scatter(records.N[near], records.L[near], color=color, s=16)
         n = np.geomspace(records.N[near].min(), records.N[near].max(), 100)
         c2, c1, c0 = profile.coef
-        left.plot(n, c2 * np.log(n) ** 2 + c1 * np.log(n) + c0, color=color, lw=1.2, label=f"C = {_sci(profile.C)}")
+        left.plot(n, c2 * np.log(n) ** 2 + c1 * np.log(n) + c0, color=color, lw=1.2, label=f"C = {sci(profile.C)}")
         left.plot([profile.N_opt], [profile.L_opt], "*", color=color, ms=12, mec="black")
     left.set_xscale("log")
     left.set_xlabel("parameters N")
@@ -199,7 +199,7 @@ def plot_envelope(curves: Any, result: Any, path: str | Path) -> Path:
     fig = _figure(12, 4.8)
     left, right = fig.subplots(1, 2)
     for curve in curves:
-        left.plot(curve.x("flops"), curve.loss, lw=1, alpha=0.7, label=f"{curve.name} ({_sci(curve.N)})")
+        left.plot(curve.x("flops"), curve.loss, lw=1, alpha=0.7, label=f"{curve.name} ({sci(curve.N)})")
     env = result.detail
     left.plot(env.C, env.L, color="black", lw=2, ls="--", label="envelope")
     left.set_xscale("log")

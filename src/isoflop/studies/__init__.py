@@ -59,6 +59,7 @@ STUDIES: Registry[type[Study]] = Registry("study", {
     "cosine-stretch": f"{_PACKAGE}.cosine_stretch:CosineStretch",
     "compressed-text": f"{_PACKAGE}.compressed_text:CompressedText",
     "sparse-isoflop": f"{_PACKAGE}.sparse_isoflop:SparseIsoflop",
+    "isoflop-sweep": f"{_PACKAGE}.isoflop_sweep:IsoflopSweep",
 })
 
 

@@ -100,10 +100,13 @@ class CostModel:
 
     def law_optimum(self, law: Any, C: Any) -> tuple[Any, Any]:
         """(N_opt, D_opt) minimising `law` (a ChinchillaLaw, array fields allowed) on C = k·N^p·D."""
-        al, be, p = law.alpha, law.beta, self.p
-        N = (al * law.A / (p * be * law.B)) ** (1.0 / (al + p * be)) * (np.asarray(C, dtype=float) / self.k) ** (
-            be / (al + p * be))
-        return N, self.tokens(N, C)
+        al, be, p = (np.asarray(x, dtype=float) for x in (law.alpha, law.beta, self.p))
+        # as arrays, a degenerate law (a negative coefficient or exponent: no interior optimum) gives NaN rather
+        # than Python's complex power
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            N = (al * np.asarray(law.A, dtype=float) / (p * be * np.asarray(law.B, dtype=float))) ** (
+                1.0 / (al + p * be)) * (np.asarray(C, dtype=float) / self.k) ** (be / (al + p * be))
+            return N, self.tokens(N, C)
 
     def to_dict(self) -> dict[str, Any]:
         return {"k": self.k, "p": self.p, "fitted": self.fitted}
@@ -283,7 +286,7 @@ def _run(result: SweepFit, convention: str, approach: int, job: Any, without_boo
     """One fit into `result`: its ScalingFit, or why not. When only the bootstrap fails (too few resamples
     refit), the point estimate is kept without intervals and the reason noted."""
     try:
-        result.fits[convention, approach] = job()
+        result.fits[convention, approach] = _with_an_optimum(job(), approach)
         return
     except ScienceError as e:
         if without_bootstrap is None or not str(e).startswith("bootstrap"):
@@ -291,10 +294,22 @@ def _run(result: SweepFit, convention: str, approach: int, job: Any, without_boo
             return
         note = str(e)
     try:
-        result.fits[convention, approach] = without_bootstrap()
+        result.fits[convention, approach] = _with_an_optimum(without_bootstrap(), approach)
         result.notes[convention, approach] = f"no intervals ({note})"
     except ScienceError as e:
         result.errors[convention, approach] = str(e)
+
+
+def _with_an_optimum(fit: ScalingFit, approach: int) -> ScalingFit:
+    """Approach 3's fit, unless its law has no compute-optimal allocation: a non-positive exponent or coefficient
+    (the loss does not fall with N or with D over these runs, e.g. every budget's smallest size is its best)."""
+    if approach == 3:
+        law = fit.law
+        bad = [f"{k} = {getattr(law, k):.3g}" for k in ("alpha", "beta", "A", "B") if not getattr(law, k) > 0]
+        if bad:
+            raise ScienceError(f"the fitted law has {', '.join(bad)}: no compute-optimal allocation (the runs do "
+                               "not bracket the optimum; train sizes on both sides of it)")
+    return fit
 
 
 def _one_size_lead(fit: ScalingFit) -> ScalingFit:

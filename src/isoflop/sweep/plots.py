@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from isoflop.science.plots import sci
 from isoflop.sweep.fit import CONVENTIONS, SweepFit
 
 APPROACH_STYLE = {1: ("tab:green", "^", "approach 1 (curves)"), 2: ("tab:blue", "s", "approach 2 (isoFLOP)"),
@@ -33,15 +34,6 @@ def _save(fig: Any, path: str | Path) -> Path:
     path = Path(path)
     fig.savefig(path, dpi=120)
     return path
-
-
-def sci(x: float) -> str:
-    """3 significant digits, exponent without padding: 7.03e9."""
-    text = f"{x:.3g}"
-    if "e" not in text:
-        return text
-    mantissa, exponent = text.split("e")
-    return f"{mantissa}e{int(exponent)}"
 
 
 def _budget_colors(budgets: list[float]) -> dict[float, str]:

@@ -47,6 +47,9 @@ def prediction(result: SweepFit, flops: float, approach: int = 3) -> dict[str, A
     if approach not in (1, 2, 3):
         raise ConfigError("--approach", f"must be 1, 2 or 3, got {approach}")
     N, D = result.optimum(CONVENTION, approach, flops)
+    if not (math.isfinite(N) and math.isfinite(D) and N > 0 and D > 0):
+        raise ConfigError(f"approach {approach}", f"the fit has no finite compute-optimal size at {flops:g} FLOPs "
+                                                  "(a degenerate law: see `isoflop sweep fit`)")
     law = _law(result)
     alloc = result.allocation(CONVENTION, approach, [flops])
     return {"flops": flops, "approach": approach, "N_opt": N, "D_opt": D, "a": alloc["a"], "b": alloc["b"],

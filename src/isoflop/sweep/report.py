@@ -21,6 +21,7 @@ from typing import Any
 
 from isoflop.rundir import atomic
 from isoflop.science.bootstrap import DEFAULT_LEVEL
+from isoflop.science.plots import sci
 from isoflop.sweep.fit import APPROACHES, CONVENTIONS, DEFAULT_BOOTSTRAP, SweepFit, fit_sweep, jsonable
 from isoflop.sweep.layout import PLOTS, SweepDir
 
@@ -75,14 +76,6 @@ def _interval(ci: list[float] | None, fmt: str = ".3f") -> str:
     return "" if ci is None else f" [{ci[0]:{fmt}}, {ci[1]:{fmt}}]"
 
 
-def _sci(x: float) -> str:
-    text = f"{x:.3g}"
-    if "e" not in text:
-        return text
-    mantissa, exponent = text.split("e")
-    return f"{mantissa}e{int(exponent)}"
-
-
 def allocation_rows(data: dict[str, Any]) -> list[list[str]]:
     """One row per (convention, approach): a, b with intervals, N_opt at each budget, and the verdict."""
     budgets = [f"{c:g}" for c in data["budgets"]]
@@ -94,12 +87,13 @@ def allocation_rows(data: dict[str, Any]) -> list[list[str]]:
             continue
         rows.append([label, str(a["approach"]), f"{a['a']:.3f}{_interval(a.get('a_ci'))}",
                      f"{a['b']:.3f}{_interval(a.get('b_ci'))}",
-                     *[_sci(a["at"][c]["N_opt"]) if c in a["at"] else "–" for c in budgets],
-                     _verdict(a)])
+                     *[sci(a["at"][c]["N_opt"]) if c in a["at"] else "–" for c in budgets],
+                     verdict(a)])
     return rows
 
 
-def _verdict(alloc: dict[str, Any]) -> str:
+def verdict(alloc: dict[str, Any]) -> str:
+    """"ok", or "caution: " and why to doubt the fit (not converged, an extrapolated minimum, ...)."""
     cautions = ([] if alloc["success"] else [alloc["message"]]) + list(alloc.get("cautions", []))
     return "ok" if not cautions else "caution: " + "; ".join(cautions)
 
@@ -131,7 +125,7 @@ def rung_rows(data: dict[str, Any]) -> list[list[str]]:
     rows = []
     for r in data.get("rungs", []):
         measured = r.get("measured_loss")
-        rows.append([r["key"], _sci(r["flops"]), str(r["approach"]), _sci(r["N_planned"]), _sci(r["D_planned"]),
+        rows.append([r["key"], sci(r["flops"]), str(r["approach"]), sci(r["N_planned"]), sci(r["D_planned"]),
                      f"{r['predicted_loss']:.4f}", "–" if measured is None else f"{measured:.4f}",
                      "–" if measured is None else f"{100 * r['rel_error']:.2f} %",
                      r["status"] if measured is None else "measured"])
@@ -144,7 +138,7 @@ RUNG_HEADER = ["rung", "C", "N from approach", "N", "D", "predicted loss", "meas
 
 def fit_table(data: dict[str, Any]) -> str:
     """What `sweep fit` prints: the allocation under each convention and approach, then what was left out."""
-    budgets = [f"N_opt@{_sci(c)}" for c in data["budgets"]]
+    budgets = [f"N_opt@{sci(c)}" for c in data["budgets"]]
     parts = [f"sweep {data['sweep']} ({data['mode']} mode): {_summary(data)}", "",
              "N_opt ∝ C^a, D_opt ∝ C^b",
              _plain(["convention", "approach", "a", "b", *budgets, "verdict"], allocation_rows(data))]
@@ -152,7 +146,7 @@ def fit_table(data: dict[str, Any]) -> str:
     if edges:
         parts += ["", f"{len(edges)} of {len(data['lr_cells'])} cells have their best learning rate at the grid's "
                       "edge (the optimum may lie beyond it): "
-                      + ", ".join(f"C={_sci(c['budget'])} N={_sci(c['target_params'])} x{c['best_multiplier']:g}"
+                      + ", ".join(f"C={sci(c['budget'])} N={sci(c['target_params'])} x{c['best_multiplier']:g}"
                                   for c in edges)]
     if data["runs"]["excluded"]:
         parts += ["", "left out:"] + [f"  {e['key']}: {e['status']}: {e['reason']}" for e in data["runs"]["excluded"]]
@@ -162,10 +156,10 @@ def fit_table(data: dict[str, Any]) -> str:
 
 
 def render_markdown(result: SweepFit, data: dict[str, Any], plots: dict[str, Path]) -> str:
-    budgets = [f"N_opt at {_sci(c)}" for c in data["budgets"]]
+    budgets = [f"N_opt at {sci(c)}" for c in data["budgets"]]
     level = f"{data['bootstrap']['level']:.0%} bootstrap intervals" if data["bootstrap"] else "no bootstrap"
     parts = [f"# Sweep report: {data['sweep']}", "",
-             f"Mode `{data['mode']}`, budgets {', '.join(_sci(c) for c in data['budgets'])} FLOPs (counted). "
+             f"Mode `{data['mode']}`, budgets {', '.join(sci(c) for c in data['budgets'])} FLOPs (counted). "
              f"{_summary(data)}.", "",
              "## Compute-optimal allocation", "",
              f"N_opt ∝ C^a and D_opt ∝ C^b from Chinchilla's three approaches (Hoffmann et al. 2022), {level} in "
@@ -192,7 +186,7 @@ def render_markdown(result: SweepFit, data: dict[str, Any], plots: dict[str, Pat
                   "The best multiplier per (budget, size) cell and its distance from the grid's edge (0: the "
                   "smallest or largest multiplier won, so the optimum may lie outside the grid).", "",
                   _table(["budget", "target N", "multipliers", "losses", "best", "steps from edge", "flag"],
-                         [[_sci(c["budget"]), _sci(c["target_params"]), ", ".join(f"{m:g}" for m in c["multipliers"]),
+                         [[sci(c["budget"]), sci(c["target_params"]), ", ".join(f"{m:g}" for m in c["multipliers"]),
                            ", ".join("–" if v is None else f"{v:.4f}" for v in c["losses"]),
                            f"{c['best_multiplier']:g}", str(c["edge_distance"]),
                            "at low edge" if c["at_low_edge"] else "at high edge" if c["at_high_edge"] else ""]
