@@ -1,9 +1,10 @@
 """How the local executor starts a run's process: forked from a warm server (Linux, the default) or as a subprocess.
 
-A run is `python -m isoflop sweep run-one SWEEP KEY ...`. A fresh interpreter spends seconds importing torch and
-isoflop before the run's first step (about 2.5 s on an idle core, twice that on a busy machine), a sizeable share
-of a CPU sweep's short runs. The fork server (`isoflop sweep run-server`, one per `sweep run`) imports them
-once and forks one child per run, which is what the subprocess would have been:
+A run is `python -m isoflop sweep run-one SWEEP KEY ...`. A fresh interpreter spends seconds importing torch,
+torch._dynamo (the first optimizer imports it) and isoflop before the run's first step: 2.9 s of a tiny run's
+process beyond its wall_time_s on 2 busy cores, against 0.3 s forked. The fork server (`isoflop sweep
+run-server`, one per `sweep run`) imports them once and forks one child per run, which is what the subprocess
+would have been:
 
 - a process of its own, leading its own session (`killpg(pid)` reaches it and its helpers), its pid told to the
   driver; the server reaps it and reports its status as subprocess.Popen.returncode reads (-N: killed by signal N);
@@ -16,8 +17,9 @@ once and forks one child per run, which is what the subprocess would have been:
   child before its first op. The server has the runs' environment (libgomp and OpenBLAS read OMP_NUM_THREADS and
   OPENBLAS_NUM_THREADS once, when they load);
 - it dies with the driver: the server asks the kernel (prctl PR_SET_PDEATHSIG) for SIGTERM when the driver
-  dies and keeps SIGTERM's default action (it dies), and each child asks for SIGTERM when the server dies, so a
-  killed driver's runs get SIGTERM one hop later and checkpoint and stop, as subprocesses do.
+  dies and keeps SIGTERM's default action (it dies; it also exits when its stdin, the driver's pipe, closes),
+  and each child asks for SIGTERM when the server dies, so a killed driver's runs get SIGTERM one hop later and
+  checkpoint and stop, as subprocesses do.
 
 ISOFLOP_SWEEP_SPAWN=subprocess starts plain subprocesses instead (the default where there is no fork or prctl:
 not Linux). A server that does not start, or is not one thread at a fork, is replaced by the subprocess
@@ -27,6 +29,7 @@ takes them down with SIGTERM (they checkpoint); their status is then unknown and
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import os
@@ -73,16 +76,11 @@ def _fork_here() -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- parent death
-_prctl: Any = None
-
-
+@functools.cache
 def _libc_prctl() -> Any:
-    global _prctl
-    if _prctl is None:
-        import ctypes
+    import ctypes
 
-        _prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
-    return _prctl
+    return ctypes.CDLL("libc.so.6", use_errno=True).prctl
 
 
 def _die_with(prctl: Any, parent: int) -> None:
@@ -117,11 +115,13 @@ def serve(main: Callable[[list[str]], int | None], preload: Sequence[str] = (),
     if warm is not None:
         warm()
     _send(replies, {"ready": True, "pid": os.getpid(), "threads": _threads_after_fork()})
-    children: set[int] = set()
+    children: dict[int, int | None] = {}  # pid -> a pidfd, readable once it exited (None: no pidfd_open here)
     pending = b""
     while True:
-        readable, _, _ = select.select([requests], [], [], 0.1)  # 0.1 s: how late a status is reported at most
-        if readable:
+        pidfds = [fd for fd in children.values() if fd is not None]
+        # asleep until a request or an exit; a child without a pidfd is looked for every 0.1 s
+        readable, _, _ = select.select([requests, *pidfds], [], [], 0.1 if None in children.values() else None)
+        if requests in readable:
             data = os.read(requests, 1 << 16)
             if not data:
                 return 0  # the driver is gone or done: the children that remain get SIGTERM (their PDEATHSIG)
@@ -129,20 +129,21 @@ def serve(main: Callable[[list[str]], int | None], preload: Sequence[str] = (),
             while b"\n" in pending:
                 line, pending = pending.split(b"\n", 1)
                 request = json.loads(line)
-                pid = _fork(request, main, prctl, (requests, replies))
+                pid = _fork(request, main, prctl, replies, (requests, replies, *pidfds))
                 if pid is not None:
-                    children.add(pid)
+                    children[pid] = _pidfd(pid)
                     _send(replies, {"id": request["id"], "pid": pid})
         while children:
             pid, status = os.waitpid(-1, os.WNOHANG)
             if pid == 0:
                 break
-            children.discard(pid)
+            if (fd := children.pop(pid, None)) is not None:
+                os.close(fd)
             _send(replies, {"pid": pid, "rc": os.waitstatus_to_exitcode(status)})
 
 
-def _fork(request: dict[str, Any], main: Callable[[list[str]], int | None], prctl: Any,
-          protocol: tuple[int, int]) -> int | None:
+def _fork(request: dict[str, Any], main: Callable[[list[str]], int | None], prctl: Any, replies: int,
+          server_fds: tuple[int, ...]) -> int | None:
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     server = os.getpid()
@@ -152,11 +153,11 @@ def _fork(request: dict[str, Any], main: Callable[[list[str]], int | None], prct
     except OSError as e:
         os.close(ready_r)
         os.close(ready_w)
-        _send(protocol[1], {"id": request["id"], "error": f"fork failed: {e}"})
+        _send(replies, {"id": request["id"], "error": f"fork failed: {e}"})
         return None
     if pid == 0:
         os.close(ready_r)
-        _child(request, main, prctl, server, (*protocol, ready_w))
+        _child(request, main, prctl, server, server_fds, ready_w)
     os.close(ready_w)
     # told once the child leads its session and writes to its log (as Popen returns after the exec), so a
     # killpg(pid) right away reaches it; nothing read means it died first, and its status follows
@@ -166,11 +167,10 @@ def _fork(request: dict[str, Any], main: Callable[[list[str]], int | None], prct
 
 
 def _child(request: dict[str, Any], main: Callable[[list[str]], int | None], prctl: Any, server: int,
-           fds: tuple[int, int, int]) -> NoReturn:
+           server_fds: tuple[int, ...], ready: int) -> NoReturn:
     code = 1
     try:
-        requests, replies, ready = fds
-        for fd in (requests, replies):  # the driver must see the pipes close when the server dies
+        for fd in server_fds:  # the protocol's pipes: the driver must see them close when the server dies
             os.close(fd)
         os.setsid()
         _die_with(prctl, server)
@@ -225,8 +225,15 @@ def _interpreter_exit(code: int) -> int:
     return code
 
 
+def _pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)  # Linux 5.3, Python 3.9
+    except (AttributeError, OSError):
+        return None
+
+
 def _send(fd: int, message: dict[str, Any]) -> None:
-    os.write(fd, (json.dumps(message) + "\n").encode())  # under PIPE_BUF: one write, never interleaved
+    os.write(fd, (json.dumps(message) + "\n").encode())  # a few bytes: one write
 
 
 def _threads_after_fork() -> int:
@@ -237,10 +244,7 @@ def _threads_after_fork() -> int:
     if pid == 0:
         os._exit(0)
     os.waitpid(pid, 0)
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:
-        return threading.active_count()
+    return len(os.listdir("/proc/self/task"))
 
 
 def _alive(pid: int) -> bool:
@@ -263,20 +267,21 @@ class ForkServer:
         self._pending = b""
         self._replies: dict[int, dict[str, Any]] = {}
         self._status: dict[int, int] = {}
-        self._ready: dict[str, Any] | None = None
+        self._ready: dict[str, Any] = {}
         self._next = 0
         self.dead = False
-        if not self._await(lambda: self._ready is not None, ready_timeout_s):
-            why = "did not start in time" if not self.dead else f"exited: {self._last_error()}"
+        """Whether the server's output ended (it exited; every status it gave was read)."""
+        if not self._await(lambda: bool(self._ready), ready_timeout_s):
+            why = f"exited: {self._last_error()}" if self.dead else "did not start in time"
             self.close()
             raise SpawnUnavailable(f"the fork server {why}")
-        assert self._ready is not None
         if self._ready["threads"] != 1:  # forking a threaded process may deadlock or break a thread pool
             self.close()
             raise SpawnUnavailable(f"the fork server keeps {self._ready['threads']} threads across a fork")
 
     def start(self, argv: list[str], *, log: Path, env: dict[str, str], cwd: str | None = None) -> ForkedRun:
-        """Fork a child running the server's `main(argv)`, its output appended to `log`; its handle."""
+        """Fork a child running the server's `main(argv)`, its output appended to `log`; its handle. Raises
+        SpawnUnavailable when the server is gone, OSError when its fork failed."""
         self._next += 1
         request = {"id": self._next, "argv": argv, "log": str(Path(log).absolute()), "env": env,
                    "cwd": cwd or os.getcwd()}
@@ -284,11 +289,14 @@ class ForkServer:
             assert self.proc.stdin is not None
             self.proc.stdin.write((json.dumps(request) + "\n").encode())
             self.proc.stdin.flush()
-        except (BrokenPipeError, OSError) as e:
-            self.dead = True
-            raise SpawnUnavailable(f"the fork server is gone ({e})") from None
+        except OSError as e:  # BrokenPipeError: it exited
+            why = f"the fork server is gone ({e}; {self._last_error()})"
+            self.close()
+            raise SpawnUnavailable(why) from None
         if not self._await(lambda: self._next in self._replies, REPLY_TIMEOUT_S):
-            raise SpawnUnavailable("the fork server did not fork" + (f": {self._last_error()}" if self.dead else ""))
+            why = f"the fork server did not fork{f': {self._last_error()}' if self.dead else ' in time'}"
+            self.close()
+            raise SpawnUnavailable(why)
         reply = self._replies.pop(self._next)
         if "error" in reply:
             raise OSError(reply["error"])
@@ -299,23 +307,20 @@ class ForkServer:
         self._pump(0.0)
         if pid in self._status:
             return self._status.pop(pid)
-        if self.dead and not _alive(pid):
-            return LOST_RC
-        return None
+        return LOST_RC if self.dead and not _alive(pid) else None
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Close the server's stdin (it exits; children still running get SIGTERM) and wait for it."""
-        try:
-            if self.proc.stdin is not None:
+        """Close the server's stdin (it exits; children still running get SIGTERM), read what it still says, and
+        wait for it (killed after `timeout_s`)."""
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            try:
                 self.proc.stdin.close()
-        except OSError:
-            pass
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
+            except OSError:
+                pass
+        if not self._await(lambda: False, timeout_s) and not self.dead:
             self.proc.kill()
             self.proc.wait()
-        self.dead = True
+            self.dead = True
         for stream in (self.proc.stdout, self._err):
             if stream is not None:
                 stream.close()
@@ -330,18 +335,12 @@ class ForkServer:
 
     def _pump(self, timeout_s: float) -> None:
         """Read what the server said within `timeout_s`: its ready line, fork replies and children's statuses."""
-        if self.dead or self.proc.stdout is None or self.proc.stdout.closed:
-            return
-        fd = self.proc.stdout.fileno()
-        while select.select([fd], [], [], timeout_s)[0]:
-            data = os.read(fd, 1 << 16)
-            if not data:  # the server exited (or is exiting)
+        assert self.proc.stdout is not None
+        while not self.dead and select.select([self.proc.stdout], [], [], timeout_s)[0]:
+            data = os.read(self.proc.stdout.fileno(), 1 << 16)
+            if not data:  # it exited
                 self.dead = True
-                try:
-                    self.proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
+                self.proc.wait()
                 return
             self._pending += data
             while b"\n" in self._pending:
@@ -356,6 +355,8 @@ class ForkServer:
             timeout_s = 0.0
 
     def _last_error(self) -> str:
+        if self._err.closed:
+            return "closed"
         self._err.seek(0)
         lines = [line.strip() for line in self._err.read().decode(errors="replace").splitlines() if line.strip()]
         return lines[-1] if lines else f"exit code {self.proc.returncode}"
@@ -375,20 +376,20 @@ class ForkedRun:
 
     def wait(self, timeout: float | None = None) -> int:
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self.poll() is None:
+        while (code := self.poll()) is None:
             if deadline is not None and time.monotonic() > deadline:
                 raise subprocess.TimeoutExpired(str(self.pid), timeout or 0.0)
             if self.server.dead:
                 time.sleep(0.05)
             else:
                 self.server._pump(0.05)
-        return self.returncode  # type: ignore[return-value]
+        return code
 
 
 class Spawner:
-    """Starts `COMMAND ARGV` processes (COMMAND is `python -m isoflop`) with `env`, forked from a ForkServer run by
-    `COMMAND SERVER_ARGV` (started at the first run, again if it died) or as subprocesses (see the module
-    docstring). `note` says why the fork path was given up, once set."""
+    """Starts `COMMAND ARGV` processes (COMMAND: `python -m isoflop`) with `env`: forked from a ForkServer that
+    `COMMAND SERVER_ARGV` runs (started for the first run, again if it died), or as subprocesses (the module
+    docstring). `note` says why the fork path was given up, once it was."""
 
     def __init__(self, command: list[str], server_argv: list[str], env: dict[str, str], *,
                  mode: str | None = None):
@@ -404,6 +405,7 @@ class Spawner:
         if self.mode == "fork":
             try:
                 if self._server is None or self._server.dead:
+                    self.close()
                     self._server = ForkServer(self.command + self.server_argv, env=self.env)
                 return self._server.start(argv, log=Path(log.name), env=self.env)
             except SpawnUnavailable as e:
@@ -413,5 +415,5 @@ class Spawner:
                                 env=self.env, start_new_session=True, preexec_fn=die_with_parent())
 
     def close(self) -> None:
-        if self._server is not None and not self._server.dead:
+        if self._server is not None:
             self._server.close()
