@@ -22,9 +22,9 @@ would have been:
   checkpoint and stop, as subprocesses do.
 
 ISOFLOP_SWEEP_SPAWN=subprocess starts plain subprocesses instead (the default where there is no fork or prctl:
-not Linux). A server that does not start, or is not one thread at a fork, is replaced by the subprocess
-path for the rest of the sweep, with the reason in `Spawner.note`. A server that dies while runs are in flight
-takes them down with SIGTERM (they checkpoint); their status is then unknown and reads as LOST_RC.
+not Linux). A server that does not start, is not one thread at a fork, or initialised CUDA is replaced by the
+subprocess path for the rest of the sweep, with the reason in `Spawner.note`. A server that dies while runs are
+in flight takes them down with SIGTERM (they checkpoint); their status is then unknown and reads as LOST_RC.
 """
 
 from __future__ import annotations
@@ -114,7 +114,9 @@ def serve(main: Callable[[list[str]], int | None], preload: Sequence[str] = (),
         importlib.import_module(name)
     if warm is not None:
         warm()
-    _send(replies, {"ready": True, "pid": os.getpid(), "threads": _threads_after_fork()})
+    torch = sys.modules.get("torch")  # a CUDA context does not survive a fork: the children would have none
+    cuda = bool(torch is not None and torch.cuda.is_initialized())
+    _send(replies, {"ready": True, "pid": os.getpid(), "threads": _threads_after_fork(), "cuda": cuda})
     children: dict[int, int | None] = {}  # pid -> a pidfd, readable once it exited (None: no pidfd_open here)
     pending = b""
     while True:
@@ -278,6 +280,9 @@ class ForkServer:
         if self._ready["threads"] != 1:  # forking a threaded process may deadlock or break a thread pool
             self.close()
             raise SpawnUnavailable(f"the fork server keeps {self._ready['threads']} threads across a fork")
+        if self._ready.get("cuda"):
+            self.close()
+            raise SpawnUnavailable("the fork server initialised CUDA, which its children cannot inherit")
 
     def start(self, argv: list[str], *, log: Path, env: dict[str, str], cwd: str | None = None) -> ForkedRun:
         """Fork a child running the server's `main(argv)`, its output appended to `log`; its handle. Raises
