@@ -25,14 +25,15 @@ JOBS = 2
 KILLS = [("driver", "start"), ("run", "train"), ("driver", "train"), ("run", "start"), ("driver", "train"),
          ("run", "train")]
 """What is SIGKILLed on each attempt, and when: in the start-up (imports, data, first steps: a seeded random
-moment in the first seconds) or in training (after a seeded random number of further logged steps)."""
+moment in the first seconds after the first run process, or for a driver the first process under it, its fork
+server, appeared) or in training (after a seeded random number of further logged steps)."""
 SEED = 14
 
 
 EVERY = ("checkpoint.every=10", "eval.every=50", "log.every=2")
 
 
-def _runs(corpus: Path) -> list:
+def _plan(corpus: Path) -> list:
     return [
         tiny_run("T", corpus, steps=120, role="trunk", extra=(*EVERY, "checkpoint.at=[50]")),
         tiny_run("f", corpus, steps=100, role="fork", extra=EVERY, init_from=InitPoint(key="T", step=50)),
@@ -59,16 +60,31 @@ def _reference_of(sweep) -> dict[str, dict]:
     return {key: record_values(sweep, key) for key in sweep.read_plan().keys()}
 
 
-def _children(pid: int) -> list[int]:
-    out = []
+def _descendants(pid: int) -> list[int]:
+    """Every live process under `pid`: its runs (children, or a fork server's children) and the server."""
+    parents = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[1]) == pid:
-            out.append(int(stat.parent.name))
+        parents[int(stat.parent.name)] = int(fields[1])
+    out, frontier = [], {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier}
+        out += sorted(frontier)
     return out
+
+
+def _runs(pid: int, sweep) -> list[int]:
+    """The driver's run processes: those under it whose output goes to a log of the sweep (not its fork server)."""
+    def log_of(p: int) -> str:
+        try:
+            return os.readlink(f"/proc/{p}/fd/1")
+        except OSError:
+            return ""
+
+    return [p for p in _descendants(pid) if log_of(p).startswith(str(sweep.logs_dir.resolve()) + os.sep)]
 
 
 def _alive(pid: int) -> bool:
@@ -92,8 +108,8 @@ def _tree(folder: Path) -> dict[str, bytes]:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc (Linux)")
 def test_kills_at_random_moments_then_every_run_completes_once_bit_for_bit(tmp_path, corpus_dir, cache_dir):
-    reference = _reference_of(make_sweep(tmp_path / "reference", _runs(corpus_dir), mode="fork"))
-    sweep = make_sweep(tmp_path / "s", _runs(corpus_dir), mode="fork")
+    reference = _reference_of(make_sweep(tmp_path / "reference", _plan(corpus_dir), mode="fork"))
+    sweep = make_sweep(tmp_path / "s", _plan(corpus_dir), mode="fork")
     mine = {sweep.path / "notes.md": b"my notes\n", sweep.runs_dir / "keep" / "data.bin": b"\x00\x01"}
     for path, data in mine.items():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,15 +124,19 @@ def test_kills_at_random_moments_then_every_run_completes_once_bit_for_bit(tmp_p
                                   env=env, stdout=log, stderr=subprocess.STDOUT)
         if attempt < len(KILLS):
             victim, phase = KILLS[attempt]
+            deadline = time.monotonic() + 60
+            while phase == "start" and time.monotonic() < deadline and driver.poll() is None and not (
+                    _runs(driver.pid, sweep) if victim == "run" else _descendants(driver.pid)):
+                time.sleep(0.02)
             deadline = time.monotonic() + (rng.uniform(0.3, 3.0) if phase == "start" else 120)
             target = _progress(sweep) + rng.randint(5, 60)
             while time.monotonic() < deadline and driver.poll() is None and _progress(sweep) < target:
                 time.sleep(0.02)
-            runs = _children(driver.pid)
-            if driver.poll() is None and runs:
+            runs, everything = _runs(driver.pid, sweep), _descendants(driver.pid)
+            if driver.poll() is None and (runs if victim == "run" else everything):
                 if victim == "driver":
                     driver.kill()
-                    orphans += runs
+                    orphans += everything  # its runs and its fork server
                 else:
                     os.kill(rng.choice(runs), signal.SIGKILL)
                 kills[victim] += 1
@@ -127,7 +147,7 @@ def test_kills_at_random_moments_then_every_run_completes_once_bit_for_bit(tmp_p
     else:
         pytest.fail(f"the sweep did not finish: {(tmp_path / f'driver{attempt}.out').read_text()}")
     assert kills["driver"] >= 2 and kills["run"] >= 2, kills  # the schedule really interrupted it
-    assert _wait_gone(orphans, 30) == [], "the runs of a killed driver did not stop"
+    assert _wait_gone(orphans, 30) == [], "the runs (or the fork server) of a killed driver did not stop"
 
     for key, values in reference.items():
         assert record_values(sweep, key) == values, key
@@ -160,7 +180,7 @@ def test_sigterm_to_a_run_checkpoints_the_step_it_reached(tmp_path, corpus_dir, 
     deadline = time.monotonic() + 60
     while (last_train_record(run) or {}).get("step", 0) < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
-    (child,) = _children(driver.pid)
+    (child,) = _runs(driver.pid, sweep)
     os.kill(child, signal.SIGTERM)
     out, _ = driver.communicate(timeout=120)
     assert driver.returncode == 3 and "stop  long: stopped at step" in out, out
@@ -176,23 +196,25 @@ def test_sigterm_to_a_run_checkpoints_the_step_it_reached(tmp_path, corpus_dir, 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat") or os.uname().sysname != "Linux",
                     reason="PR_SET_PDEATHSIG is Linux's")
-def test_runs_stop_with_a_checkpoint_when_their_driver_is_killed(tmp_path, corpus_dir, cache_dir):
+@pytest.mark.parametrize("spawn", ["fork", "subprocess"])
+def test_runs_stop_with_a_checkpoint_when_their_driver_is_killed(tmp_path, corpus_dir, cache_dir, spawn):
     sweep = make_sweep(tmp_path / "s", [tiny_run("endless", corpus_dir, steps=1_000_000,
                                                  extra=("checkpoint.every=10000000", "eval.every=10000000"))])
     driver = subprocess.Popen(isoflop_cmd("sweep", "run", str(sweep.path), "--jobs", str(JOBS)),
-                              env=child_env(cache_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              env=child_env(cache_dir) | {"ISOFLOP_SWEEP_SPAWN": spawn}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
     run = sweep.run_dir("endless")
     deadline = time.monotonic() + 60
     while (last_train_record(run) or {}).get("step", 0) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
-    runs = _children(driver.pid)
-    assert len(runs) == 1
+    runs, everything = _runs(driver.pid, sweep), _descendants(driver.pid)
+    assert len(runs) == 1 and len(everything) == (2 if spawn == "fork" else 1), (runs, everything)
     driver.kill()
     driver.wait()
-    left = _wait_gone(runs, 20)
+    left = _wait_gone(everything, 20)
     for pid in left:  # do not leave an endless run behind when this fails
         os.kill(pid, signal.SIGKILL)
-    assert left == [], "the run outlived its driver"
+    assert left == [], "the run (or its fork server) outlived its driver"
     (step,) = run.checkpoint_steps()  # the SIGTERM the kernel sent it on the driver's death: checkpointed
     assert step >= 2 and not run.is_locked() and run.read_failure() is None
 

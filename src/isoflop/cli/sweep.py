@@ -17,6 +17,8 @@ SUBCOMMANDS: dict[str, Verb] = {
                 "train the runs not done yet, here (--jobs K) or on Slurm (--executor slurm)"),
     "run-one": Verb("sweep_run:run_one", "sweep_run:add_run_one_args",
                     "train one planned run of a sweep (what `sweep run` launches)"),
+    "run-server": Verb("sweep_run:run_server", "sweep_run:add_run_server_args",
+                       "(internal) the fork server `sweep run` forks its runs from (ISOFLOP_SWEEP_SPAWN)"),
     "status": Verb("sweep_run:status", "sweep_run:add_status_args",
                    "done / running / failed / pending of every run, with losses"),
     "fit": Verb("sweep_fit:fit", "sweep_fit:add_fit_args",

@@ -4,6 +4,7 @@ they stand. The work is sweep/local.py, sweep/slurm.py, sweep/run_one.py and swe
 Exit codes: `run` 0 when every selected run is done, 1 when any failed (or is blocked or corrupt), 2 bad
 input (a second `sweep run` on the same folder included), 3 when runs were stopped with a checkpoint (the
 next `sweep run` resumes them). `run-one` 0 done, 1 failed, 2 bad input, 3 preempted (checkpointed).
+`run-server` is the fork server `sweep run` starts its runs from (sweep/spawn.py), not a command for users.
 """
 
 from __future__ import annotations
@@ -110,6 +111,26 @@ def run_one(args: argparse.Namespace) -> int:
     print(f"{args.key}: val loss {record.val_loss:.4f} | {record.val_bpb:.4f} bits/byte | {record.steps} steps, "
           f"{record.D_tokens:,} tokens in {record.wall_time_s:.1f} s", flush=True)
     return EXIT_OK
+
+
+RUN_PRELOAD = ("torch", "torch._dynamo", "isoflop.train.run", "isoflop.train.trainer", "isoflop.sweep.run_one",
+               "isoflop.sweep.status")
+"""What the fork server imports once for all the runs it forks: what a run-one spends its start-up importing
+(torch._dynamo: the first optimizer imports it, about 1.5 s)."""
+
+
+def add_run_server_args(parser: argparse.ArgumentParser) -> None:
+    del parser  # it takes its requests on stdin (sweep/spawn.py)
+
+
+def run_server(args: argparse.Namespace) -> int:
+    """The fork server `sweep run` starts its runs from (sweep/spawn.py): it imports RUN_PRELOAD and builds the
+    parser once, then forks a child running `isoflop sweep run-one ...` per request, exactly as the command."""
+    del args
+    from isoflop.cli import build_parser, main
+    from isoflop.sweep.spawn import serve
+
+    return serve(main, preload=RUN_PRELOAD, warm=build_parser)
 
 
 def add_status_args(parser: argparse.ArgumentParser) -> None:

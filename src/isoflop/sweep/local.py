@@ -2,7 +2,9 @@
 
 The driver holds the sweep lock (lock.py) for its whole life and starts each run as its own process,
 `python -m isoflop sweep run-one SWEEP KEY`, at most K at once, each with max(1, cores // K) threads
-(OMP_NUM_THREADS and torch's intra-op threads), its output appended to SWEEP/logs/<key>.log.
+(OMP_NUM_THREADS and torch's intra-op threads), its output appended to SWEEP/logs/<key>.log. On Linux the
+process is forked from a server that imported torch and isoflop once (spawn.py: the same command in a fresh
+process, without its seconds of imports); ISOFLOP_SWEEP_SPAWN=subprocess starts plain subprocesses.
 
 - Complete runs are skipped, started ones resume, corrupt folders are reported and left alone.
 - A fork starts once its trunk's checkpoint at the fork step is there (the trunk may still be training);
@@ -13,11 +15,11 @@ The driver holds the sweep lock (lock.py) for its whole life and starts each run
   A run that exits 2 (bad input) is reported with its reason. A run stopped by SIGTERM checkpoints and
   exits 3 (preempted): reported stopped, resumed by the next `sweep run`.
 - Children die with the driver: on Linux each child asks the kernel (prctl PR_SET_PDEATHSIG) for SIGTERM
-  when the driver's thread that started it exits, however the driver dies (SIGKILL included), so it
-  checkpoints and stops; the lock the driver held is dropped by the kernel. Elsewhere a child may outlive a
-  killed driver; its run lock still keeps a new driver from training the same run twice. The children run
-  in their own process groups, so a Ctrl-C reaches the driver only, which stops them with SIGTERM (each
-  checkpoints) and waits for them.
+  when the driver's thread that started it exits (a forked run: when its server does, which dies with that
+  thread), however the driver dies (SIGKILL included), so it checkpoints and stops; the lock the driver held
+  is dropped by the kernel. Elsewhere a child may outlive a killed driver; its run lock still keeps a new
+  driver from training the same run twice. The children run in their own process groups, so a Ctrl-C
+  reaches the driver only, which stops them with SIGTERM (each checkpoints) and waits for them.
 """
 
 from __future__ import annotations
@@ -37,18 +39,14 @@ from isoflop.errors import ConfigError
 from isoflop.sweep.layout import SweepDir
 from isoflop.sweep.lock import SweepLock
 from isoflop.sweep.plan import PlannedRun, SweepPlan
-from isoflop.sweep.run_one import (
-    prepare,
-    read_failure,
-    trunk_checkpoint_ready,
-)
+from isoflop.sweep.run_one import prepare, read_failure, trunk_checkpoint_ready
+from isoflop.sweep.spawn import ForkedRun, Spawner
 from isoflop.sweep.status import last_train_record
 
 EXIT_PREEMPTED = 3
 """The exit code of a run stopped with a checkpoint (cli.EXIT_PREEMPTED; the library does not import cli)."""
 STOP_GRACE_S = 300.0
 """How long a stopping driver waits for its runs to checkpoint after SIGTERM before it kills them."""
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass(kw_only=True)
@@ -92,7 +90,7 @@ class SweepSummary:
 @dataclass
 class _Child:
     key: str
-    proc: subprocess.Popen
+    proc: subprocess.Popen | ForkedRun
     log: IO[bytes]
     log_start: int
     started: float
@@ -143,13 +141,15 @@ class _Driver:
         self.stop_signal: int | None = None
         self.stopping = False
         self.waiting_said: set[str] = set()
+        self.spawner = Spawner([python, "-m", "isoflop"], ["sweep", "run-server"], self._child_env())
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> SweepSummary:
         start = time.perf_counter()
         self._sort_out()
         self.say(f"sweep {self.sweep.path}: {len(self.todo)} to train of {len(self.selected)} "
-                 f"({len(self.summary.done_before)} done), {self.jobs} at once, {self.threads} threads each")
+                 f"({len(self.summary.done_before)} done), {self.jobs} at once, {self.threads} threads each, "
+                 + ("forked from a warm server" if self.spawner.mode == "fork" else "as subprocesses"))
         restore = self._trap_signals()
         try:
             last_progress = time.perf_counter()
@@ -167,6 +167,7 @@ class _Driver:
                 self.say(f"stopping on {signal.Signals(self.stop_signal).name}: asking the runs to checkpoint")
         finally:
             self._stop_all()
+            self.spawner.close()
             restore()
         self.summary.wall_s = time.perf_counter() - start
         return self.summary
@@ -252,12 +253,14 @@ class _Driver:
         log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} sweep run-one {key} ({how}), driver pid "
                   f"{os.getpid()}\n".encode())
         log.flush()
-        cmd = [self.python, "-m", "isoflop", "sweep", "run-one", str(sweep.path), key, "--threads", str(self.threads)]
+        argv = ["sweep", "run-one", str(sweep.path), key, "--threads", str(self.threads)]
         if self.retry_failed:
-            cmd.append("--retry-failed")
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                env=self._child_env(), start_new_session=True, preexec_fn=_die_with_driver())
-        self.running[key] = _Child(key, proc, log, log.tell(), time.perf_counter())
+            argv.append("--retry-failed")
+        started, note = time.perf_counter(), self.spawner.note  # a new fork server's imports count to this run
+        proc = self.spawner.start(argv, log)
+        if self.spawner.note != note:
+            self.say(f"note  {self.spawner.note}")
+        self.running[key] = _Child(key, proc, log, log.tell(), started)
         self.say(f"start {key}: {planned.role}, {planned.steps} steps, {how} (pid {proc.pid})")
 
     def _child_env(self) -> dict[str, str]:
@@ -358,7 +361,7 @@ class _Driver:
         return lambda: [signal.signal(s, h) for s, h in old.items()] and None
 
 
-def _signal_group(proc: subprocess.Popen, signum: int) -> None:
+def _signal_group(proc: subprocess.Popen | ForkedRun, signum: int) -> None:
     try:
         os.killpg(proc.pid, signum)  # the child leads its own group: its helpers get it too
     except (ProcessLookupError, PermissionError):
@@ -375,26 +378,3 @@ def _last_line(path: Path, start: int) -> str:
         return ""
     lines = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
     return lines[-1] if lines else ""
-
-
-_prctl: Any = None
-
-
-def _die_with_driver() -> Callable[[], None] | None:
-    """A preexec_fn that makes the child get SIGTERM when the driver dies (Linux; None elsewhere). The prctl
-    function is looked up here, in the driver, so the forked child only calls it."""
-    global _prctl
-    if not sys.platform.startswith("linux"):
-        return None
-    if _prctl is None:
-        import ctypes
-
-        _prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
-    prctl, driver = _prctl, os.getpid()
-
-    def preexec() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != driver:  # the driver died before the prctl: nobody is left to signal us
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return preexec
