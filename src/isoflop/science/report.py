@@ -11,7 +11,8 @@ A study hands over plain data (it may not import `science`), a dict of this shap
 
     panel = {"title": str, "xlabel": str, "ylabel": str, "xscale": "linear" | "log2" | "log",
              "yscale": "linear" | "log", "series": [{"label": str, "x": [...], "y": [...],
-             "style": "-" | "--" | ":" | "o-" ...}], "hlines": [{"y": float, "label": str}]}
+             "style": "-" | "--" | ":" | "o-" ..., "color": optional matplotlib colour}],
+             "hlines": [{"y": float, "label": str}]}
 
 Rendering uses matplotlib's Agg canvas on a bare `Figure` (no pyplot, no global state), imported only when
 a plot is drawn.
@@ -99,7 +100,8 @@ def plot_report(plot: dict[str, Any], path: str | Path) -> Path:
         many = len(panel["series"]) > 10  # past the default cycle's 10 colours, take 20 distinct ones
         for i, s in enumerate(panel["series"]):
             x, y = np.asarray(s["x"], dtype=float), np.asarray(s["y"], dtype=float)
-            color = {"color": _TAB20[i % 20]} if many and not s.get("style", "").startswith("k") else {}
+            color = ({"color": s["color"]} if "color" in s else
+                     {"color": _TAB20[i % 20]} if many and not s.get("style", "").startswith("k") else {})
             ax.plot(x, y, s.get("style", "-"), label=s["label"], lw=1.4, ms=4, **color)
         for h in panel.get("hlines", []):
             ax.axhline(h["y"], color="gray", ls=":", lw=1.2, label=h.get("label"))
