@@ -14,8 +14,6 @@ lib/marin/src/marin/scaling_laws/scaling_ladder.py).
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import math
 import time
 from typing import Any, TextIO
@@ -131,14 +129,13 @@ def build_rung(sweep: SweepDir, n_params: float, budget: float) -> PlannedRun:
 
 def train_rung(sweep: SweepDir, key: str, stream: TextIO | None = None) -> Any:
     """Train the rung as any run of the sweep is trained (run_one.run_planned); its RunRecord."""
-    run_one = importlib.import_module("isoflop.sweep.run_one")
+    from isoflop.sweep import run_one  # torch is imported only when a rung trains
+
     return run_one.run_planned(sweep, key, stream=stream)
 
 
 def sweep_lock(sweep: SweepDir) -> Any:
-    """The sweep lock (no `sweep run` may edit the plan or train meanwhile), where the executor provides one."""
-    try:
-        lock = importlib.import_module("isoflop.sweep.lock")
-    except ModuleNotFoundError:  # the executor's lock is not on this branch yet
-        return contextlib.nullcontext()
-    return lock.SweepLock(sweep.lock_file)
+    """The sweep lock: no `sweep run` may edit the plan or train meanwhile."""
+    from isoflop.sweep.lock import SweepLock
+
+    return SweepLock(sweep.lock_file)
