@@ -272,3 +272,13 @@ def test_model_shape_rule_and_gqa():
     assert 100 < d["aspect_ratio"] < 150 and abs(d["rel_error"]) <= 0.05
     assert f"model.d_model={d['d_model']}" in d["overrides"]
     assert model_shape(2e7, vocab_size=256).config.head_dim == 64
+
+
+def test_shape_search_refuses_a_target_it_cannot_walk_to():
+    """Beyond MAX_PARAMS the search (head-size steps of d_model) would run for hours: refused, naming N."""
+    from isoflop.science.errors import ScienceError
+    from isoflop.science.shape import MAX_PARAMS, model_shape
+
+    with pytest.raises(ScienceError, match="beyond the shape search") as e:
+        model_shape(MAX_PARAMS * 500)
+    assert e.value.key == "n_params"

@@ -34,6 +34,7 @@ def test_with_runs_does_not_double_a_key():
     ('[1, 2]', "not a sweep plan"),
     ('{"mode": "grid", "budgets": [], "runs": [{"key": "a"}]}', "at least key, role and config"),
     ('{"mode": "grid", "budgets": [], "runs": [{"key": "a", "role": "x", "config": {}}]}', "has role 'x'"),
+    ('{"mode": "grid", "budgets": [], "runs": [{"key": "a", "role": "grid", "config": {}}]}', "lacks \\['batch_size'"),
     ('{"version": 99, "mode": "grid", "budgets": [], "runs": []}', "newer isoflop"),
     ('{"mode": "grid", ', "not valid JSON"),
 ])

@@ -30,6 +30,9 @@ from isoflop.science.errors import ScienceError
 DEFAULT_VOCAB = 32_000
 """Llama 1/2's vocabulary (Touvron et al. 2023)."""
 ERROR_WEIGHT = 20.0
+MAX_PARAMS = 2e12
+"""The largest target the search takes: above every published dense model (PaLM's 540B, Llama 3.1's 405B); the
+search walks d_model in head-size steps, about 17 s at 1e12 on CPU-2, so a far larger target would hang."""
 
 
 def target_aspect(n_params: float) -> float:
@@ -92,6 +95,8 @@ def model_shape(n_params: float, *, vocab_size: int = DEFAULT_VOCAB, tie_embeddi
     """
     if not (math.isfinite(n_params) and n_params > 0):
         raise ScienceError(f"must be a positive finite number, got {n_params}", key="n_params")
+    if n_params > MAX_PARAMS:
+        raise ScienceError(f"{n_params:.3g} parameters is beyond the shape search's {MAX_PARAMS:.0e}", key="n_params")
     if vocab_size < 1 or kv_ratio < 1 or not 0 < tolerance < 1:
         raise ScienceError("vocab_size and kv_ratio must be >= 1 and tolerance in (0, 1)")
     goal = aspect if aspect is not None else target_aspect(n_params)

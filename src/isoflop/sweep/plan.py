@@ -8,7 +8,7 @@ that it is readable without torch and stable across versions (`version`).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from isoflop.errors import ConfigError
@@ -78,6 +78,7 @@ class PlannedRun:
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "the sweep plan") -> PlannedRun:
         known = {f.name for f in fields(cls)}
+        required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
         if not isinstance(data, dict) or not {"key", "role", "config"} <= set(data):
             raise ConfigError(where, "a planned run needs at least key, role and config")
         unknown = sorted(set(data) - known)
@@ -88,6 +89,9 @@ class PlannedRun:
             data["init_from"] = InitPoint(**data["init_from"])
         if data["role"] not in ROLES:
             raise ConfigError(where, f"run {data['key']!r} has role {data['role']!r}; known: {', '.join(ROLES)}")
+        absent = sorted(required - set(data))
+        if absent:
+            raise ConfigError(where, f"run {data.get('key')!r} lacks {absent}")
         return cls(**data)
 
 
