@@ -30,7 +30,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -39,7 +39,7 @@ from isoflop.errors import ConfigError
 from isoflop.sweep.layout import SweepDir
 from isoflop.sweep.lock import SweepLock
 from isoflop.sweep.plan import PlannedRun, SweepPlan
-from isoflop.sweep.run_one import prepare, read_failure, trunk_checkpoint_ready
+from isoflop.sweep.run_one import Prepared, prepare, read_failure, trunk_checkpoint_ready
 from isoflop.sweep.spawn import ForkedRun, Spawner
 from isoflop.sweep.status import last_train_record
 
@@ -102,6 +102,24 @@ def cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def not_done(sweep: SweepDir, plan: SweepPlan, selected: list[PlannedRun], summary: SweepSummary,
+             say: Callable[[str], None]) -> Iterator[tuple[PlannedRun, Prepared]]:
+    """The selected runs still to train, each with its preparation (both executors start from these); a done run
+    is entered in `summary.done_before`, a corrupt one (its folder does not read as the plan's run) in
+    `summary.corrupt`, and left alone."""
+    for planned in selected:
+        try:
+            prep = prepare(sweep, planned.key, plan)
+        except ConfigError as e:
+            summary.corrupt[planned.key] = str(e)
+            say(f"corrupt {planned.key}: {e}")
+            continue
+        if prep.action == "done":
+            summary.done_before.append(planned.key)
+            continue
+        yield planned, prep
 
 
 def select_runs(plan: SweepPlan, only: list[str] | None) -> list[PlannedRun]:
@@ -177,17 +195,8 @@ class _Driver:
         from isoflop.sweep.slurm import active_jobs
 
         elsewhere = active_jobs(self.sweep)
-        for planned in self.selected:
+        for planned, prep in not_done(self.sweep, self.plan, self.selected, self.summary, self.say):
             key = planned.key
-            try:
-                prep = prepare(self.sweep, key, self.plan)
-            except ConfigError as e:
-                self.summary.corrupt[key] = str(e)
-                self.say(f"corrupt {key}: {e}")
-                continue
-            if prep.action == "done":
-                self.summary.done_before.append(key)
-                continue
             if key in elsewhere:
                 job, state = elsewhere[key]
                 self.summary.elsewhere[key] = f"Slurm job {job} {state}"

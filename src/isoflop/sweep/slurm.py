@@ -34,9 +34,9 @@ from typing import Any
 from isoflop.config import Config, config
 from isoflop.errors import ConfigError
 from isoflop.sweep.layout import SweepDir
-from isoflop.sweep.local import EXIT_PREEMPTED, SweepSummary, select_runs
+from isoflop.sweep.local import EXIT_PREEMPTED, SweepSummary, not_done, select_runs
 from isoflop.sweep.lock import SweepLock
-from isoflop.sweep.run_one import prepare, read_failure, trunk_checkpoint_ready
+from isoflop.sweep.run_one import read_failure, trunk_checkpoint_ready
 
 ACTIVE = frozenset({"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
                     "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT", "STOPPED"})
@@ -241,17 +241,8 @@ class _SlurmDriver:
     def _submit_all(self) -> None:
         active = active_jobs(self.sweep)
         executor = self._executor()
-        for planned in self.selected:
+        for planned, prep in not_done(self.sweep, self.plan, self.selected, self.summary, self.say):
             key = planned.key
-            try:
-                prep = prepare(self.sweep, key, self.plan)
-            except ConfigError as e:
-                self.summary.corrupt[key] = str(e)
-                self.say(f"corrupt {key}: {e}")
-                continue
-            if prep.action == "done":
-                self.summary.done_before.append(key)
-                continue
             if key in active:
                 job, state = active[key]
                 self.summary.elsewhere[key] = f"Slurm job {job} {state}"
