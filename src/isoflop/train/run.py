@@ -29,6 +29,7 @@ from isoflop.data.corpus import corpus_fingerprint
 from isoflop.rundir import RunDir, RunRecord
 from isoflop.train import parallel
 from isoflop.train.init_from import InitFrom, InitSource
+from isoflop.train.memory import check_fits
 from isoflop.train.run_plan import RunPlan, resolve_plan
 from isoflop.train.spec import ExperimentConfig
 from isoflop.train.step import NonFiniteLoss, Preempted
@@ -73,6 +74,7 @@ def run_training(cfg: ExperimentConfig, out_dir: str | Path, *, resume: bool = F
                     return done
             elif resume and run.is_complete():
                 return run.read_record()
+            check_fits(plan.params["total"], cfg.optim.kind, ctx.device)  # before any allocation
             corpus_fingerprint(cfg.data)  # a missing or unreadable corpus is bad input: fail before writing
             parallel.barrier(ctx)  # every rank checked the directory before rank 0 writes into it
             if extending and ctx.is_main:
